@@ -1,0 +1,146 @@
+"""cgroups: how much of the machine a container may use.
+
+A cgroup is a directory in a special filesystem; a process is in it when its
+pid is written to the directory's `cgroup.procs`, and the kernel enforces the
+limits written to the directory's other files.  There are two versions:
+
+* v2 (Ubuntu 24.04, Debian 12 with systemd): one tree at /sys/fs/cgroup,
+  every controller in it, limits named memory.max, cpu.max, pids.max.
+* v1 (older hosts, and this project's own CI machines, which are "hybrid"):
+  one tree per controller, /sys/fs/cgroup/memory, /sys/fs/cgroup/cpu, ...,
+  limits named memory.limit_in_bytes, cpu.cfs_quota_us, pids.max.
+
+`for_container()` looks at what the host has mounted and returns a driver
+for it (v1.py or v2.py); both offer the same few methods, so the rest of
+minidocker never asks which version it is running on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+from lib import host
+
+DEFAULT_PARENT = "minidocker"
+
+
+def default_parent() -> str:
+    """Where containers' cgroups live; tests move it to keep theirs apart."""
+    return os.environ.get("MINIDOCKER_CGROUP_PARENT", DEFAULT_PARENT)
+
+
+def _mounts() -> tuple[str | None, dict[str, str]]:
+    """The cgroup2 mount point that has controllers, and each v1 controller's."""
+    v2, v1 = None, {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, point, opts = fields[sep + 1], fields[4], fields[sep + 3].split(",")
+            if fstype == "cgroup2":
+                with contextlib.suppress(OSError):
+                    if "memory" in host.read(os.path.join(point, "cgroup.controllers")).split():
+                        v2 = point
+            elif fstype == "cgroup":
+                for opt in opts:
+                    v1.setdefault(opt, point)
+    return v2, v1
+
+
+class Cgroup:
+    """One container's cgroup: what both drivers offer."""
+
+    version = 0
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # relative: "minidocker/<id>"
+
+    def dirs(self) -> list[str]:
+        raise NotImplementedError
+
+    def create(self, limits: dict) -> None:
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        raise NotImplementedError
+
+    def oom_killed(self) -> bool:
+        raise NotImplementedError
+
+    def join(self, pid: int) -> None:
+        for d in self.dirs():
+            host.write(os.path.join(d, "cgroup.procs"), str(pid))
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for d in self.dirs():
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in host.read(os.path.join(d, "cgroup.procs")).split())
+        return sorted(found)
+
+    def remove(self) -> None:
+        """rmdir each directory; kill what is left in it first, if anything.
+
+        A cgroup with a process in it cannot be removed (EBUSY).  When the
+        container's PID 1 is gone its pid namespace is gone too and the
+        kernel has killed the rest, so this loop rarely has to kill.
+        """
+        for d in self.dirs():
+            for attempt in range(50):
+                try:
+                    host.explain("cgroups", f"rmdir {d}")
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if attempt == 0:
+                        self._kill_all(d)
+                    time.sleep(0.02)
+            self._remove_parent(os.path.dirname(d))
+
+    def _kill_all(self, d: str) -> None:
+        with contextlib.suppress(OSError):
+            for pid in host.read(os.path.join(d, "cgroup.procs")).split():
+                host.explain("cgroups", f"kill -KILL {pid}  # left in {d}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), 9)
+
+    def _remove_parent(self, parent: str) -> None:
+        # Only our own default parent, and only when empty: a --cgroup-parent
+        # the user made is theirs, and another container may still be inside.
+        if os.path.basename(parent) == default_parent():
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)
+                host.explain("cgroups", f"rmdir {parent}")
+
+
+def for_container(name: str) -> Cgroup:
+    from lib.cgroups import v1, v2
+
+    unified, controllers = _mounts()
+    if unified:
+        return v2.Cgroup2(name, unified)
+    if "memory" in controllers:
+        return v1.Cgroup1(name, controllers)
+    raise host.MinidockerError("no cgroup memory controller is mounted on this host")
+
+
+def host_memory() -> int:
+    """MemTotal in bytes: what `stats` shows as the limit of an unlimited container."""
+    with open("/proc/meminfo") as f:
+        return int(f.readline().split()[1]) * 1024
+
+
+def make_dirs(path: str) -> None:
+    """mkdir -p, explained: each level, so a learner sees the tree grow."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(missing):
+        host.explain("cgroups", f"mkdir {d}")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d)

@@ -1,0 +1,90 @@
+"""The cgroup v2 driver: one unified hierarchy, one directory a container.
+
+A controller works in a cgroup only when its parent lists it in
+`cgroup.subtree_control`, so the parent `minidocker` enables memory, cpu,
+pids and cpuset for its children ("+memory +cpu ...").  v2 also forbids
+processes in a cgroup that hands controllers down, so the parent stays empty
+and every container gets its own leaf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from lib import host
+from lib.cgroups import Cgroup, host_memory, make_dirs
+
+_CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
+
+
+class Cgroup2(Cgroup):
+    version = 2
+
+    def __init__(self, name: str, mount: str) -> None:
+        super().__init__(name)
+        self.mount = mount
+
+    def _path(self, file: str = "") -> str:
+        return os.path.join(self.mount, self.name, *([file] if file else []))
+
+    def dirs(self) -> list[str]:
+        return [self._path()] if os.path.isdir(self._path()) else []
+
+    def _make_path(self) -> None:
+        """Create each level, enabling the controllers in the one above it."""
+        level = self.mount
+        for part in self.name.split("/"):
+            available = host.read(os.path.join(level, "cgroup.controllers")).split()
+            have = host.read(os.path.join(level, "cgroup.subtree_control")).split()
+            wanted = [c for c in _CONTROLLERS if c in available and c not in have]
+            if wanted:
+                host.write(os.path.join(level, "cgroup.subtree_control"), " ".join("+" + c for c in wanted))
+            level = os.path.join(level, part)
+            make_dirs(level)
+
+    def create(self, limits: dict) -> None:
+        self._make_path()
+        mem = limits.get("Memory", 0)
+        if mem:
+            host.write(self._path("memory.max"), str(mem))
+            # memory.swap.max is swap alone (v1's memsw was memory + swap).
+            swap = limits.get("MemorySwap", 0)
+            host.write(self._path("memory.swap.max"),
+                       "max" if swap == -1 else str(max(swap - mem, 0) if swap else 0))
+        if limits.get("CpuQuota"):
+            host.write(self._path("cpu.max"), f"{limits['CpuQuota']} {limits['CpuPeriod']}")
+        if limits.get("PidsLimit"):
+            host.write(self._path("pids.max"), str(limits["PidsLimit"]))
+        if limits.get("CpusetCpus"):
+            host.write(self._path("cpuset.cpus"), limits["CpusetCpus"])
+
+    def _keyed(self, file: str, key: str) -> int:
+        with contextlib.suppress(OSError):
+            for line in host.read(self._path(file)).splitlines():
+                k, _, value = line.partition(" ")
+                if k == key:
+                    return int(value)
+        return 0
+
+    def stats(self) -> dict:
+        def number(file: str) -> int:
+            with contextlib.suppress(OSError, ValueError):
+                return int(host.read(self._path(file)))
+            return 0
+
+        return {"memory": number("memory.current"),
+                "limit": number("memory.max") or host_memory(),
+                "cpu_ns": self._keyed("cpu.stat", "usage_usec") * 1000,
+                "pids": number("pids.current")}
+
+    def oom_killed(self) -> bool:
+        return self._keyed("memory.events", "oom_kill") > 0
+
+    def _kill_all(self, d: str) -> None:
+        kill = os.path.join(d, "cgroup.kill")  # Linux 5.14: one write kills all
+        if os.path.exists(kill):
+            with contextlib.suppress(host.HostError):
+                host.write(kill, "1")
+                return
+        super()._kill_all(d)

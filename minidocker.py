@@ -1,0 +1,457 @@
+#!/usr/bin/python3 -IS
+"""minidocker: a Docker-like container runtime built from the kernel's own parts.
+
+    sudo ./minidocker.py run busybox echo hi
+    sudo ./minidocker.py --explain run busybox true     # every host step, as it happens
+
+This file is the command line only: one short function per verb, each
+calling into lib/, where every module is named for the kernel feature it
+teaches (namespaces, rootfs, cgroups, network, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# -I (isolated mode, in the #! line) keeps the caller's PYTHONPATH and user
+# site-packages out of a program that runs as root; it also leaves this
+# directory off sys.path, so put it back for `lib`.  -S skips `site` (7 ms
+# a start here); the verbs that print tables load it when they need it.
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+
+from lib import container, state
+from lib.host import MinidockerError
+
+
+# ---------------------------------------------------------------- helpers
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    """Docker's plain columns, three spaces apart, printed with tabulate."""
+    import site
+
+    site.main()  # -S left the installed packages off sys.path
+    import tabulate
+
+    row = tabulate.DataRow("", "   ", "")
+    fmt = tabulate.TableFormat(None, None, None, None, row, row, 0, None)
+    text = tabulate.tabulate(rows, headers, tablefmt=fmt, disable_numparse=True)
+    print("\n".join(line.rstrip() for line in text.splitlines()))
+
+
+def _ago(stamp: str) -> str:
+    return _human_duration(stamp) + " ago"
+
+
+def _human_duration(stamp: str) -> str:
+    """Docker's HumanDuration: "Less than a second", "About a minute", "5 hours"."""
+    import time
+
+    seconds = max(0, int(time.time() - state.parse_time(stamp)))
+    if seconds < 1:
+        return "Less than a second"
+    if seconds == 1:
+        return "1 second"
+    if seconds < 60:
+        return f"{seconds} seconds"
+    minutes = seconds // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(seconds / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _size(n: float) -> str:
+    """Docker's HumanSize: decimal units, three significant digits."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n:.3g}PB"
+
+
+def _each(refs: list[str], action, show: bool = True) -> int:
+    """Apply to several containers, going on past failures: exit 1 at the end."""
+    failed = 0
+    for ref in refs:
+        try:
+            action(ref)
+            if show:
+                print(ref)
+        except MinidockerError as e:
+            print(f"minidocker: {e}", file=sys.stderr)
+            failed = 1
+    return failed
+
+
+# ------------------------------------------------------------------ verbs
+def _run_config(args: argparse.Namespace):
+    from lib import spec
+
+    memory, swap = spec.parse_memory(args.memory, args.memory_swap)
+    return spec.RunConfig(
+        image=args.image, command=args.command,
+        entrypoint=None if args.entrypoint is None else ([args.entrypoint] if args.entrypoint else []),
+        name=args.name or "", hostname=args.hostname or "", env=args.env, workdir=args.workdir or "",
+        tty=args.tty, interactive=args.interactive, auto_remove=getattr(args, "rm", False),
+        memory=memory, memory_swap=swap, nano_cpus=spec.parse_cpus(args.cpus),
+        pids_limit=max(args.pids_limit or 0, 0), cpuset_cpus=spec.parse_cpuset(args.cpuset_cpus),
+        cgroup_parent=args.cgroup_parent or "", network=args.network)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cid = container.create(_run_config(args))
+    try:
+        if args.detach:
+            container.start(cid, detach=True)
+            print(cid)
+            return 0
+        return container.start(cid, detach=False, tty=args.tty, interactive=args.interactive)
+    except MinidockerError:
+        # A run that could not start leaves nothing behind, not even a record.
+        container.remove(cid, force=True)
+        raise
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    print(container.create(_run_config(args)))
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    if args.attach:
+        rec = container.find(args.containers[0])
+        return container.start(rec["Id"], detach=False, tty=rec["Config"]["Tty"], interactive=args.interactive)
+    return _each(args.containers, lambda ref: container.start(container.find(ref)["Id"], detach=True))
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    def restart(ref: str) -> None:
+        container.stop(ref, args.time)
+        container.start(container.find(ref)["Id"], detach=True)
+
+    return _each(args.containers, restart)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    return _each(args.containers, lambda ref: container.stop(ref, args.time))
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    import signal
+
+    name = args.signal.upper().removeprefix("SIG")
+    try:
+        sig = int(name) if name.isdigit() else signal.Signals["SIG" + name].value
+    except KeyError:
+        raise MinidockerError(f"Invalid signal: {args.signal}", 1) from None
+    return _each(args.containers, lambda ref: container.kill(ref, sig))
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    return _each(args.containers, lambda ref: container.remove(ref, args.force))
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    return _each(args.containers, lambda ref: print(container.wait(ref)), show=False)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    print("Deleted Containers:")
+    for cid in state.all_ids():
+        try:
+            if not container.running(container.refresh(container.load(cid))):
+                print(container.remove(cid))
+        except MinidockerError:
+            continue  # removed by someone else meanwhile
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    records = []
+    for cid in state.all_ids():
+        try:
+            records.append(container.refresh(container.load(cid)))
+        except (MinidockerError, ValueError, OSError):
+            continue  # half-created or being removed this very moment
+    records.sort(key=lambda r: r["Created"], reverse=True)
+    if not args.all:
+        records = [r for r in records if container.running(r)]
+    if args.quiet:
+        for r in records:
+            print(r["Id"] if args.no_trunc else r["Id"][:12])
+        return 0
+    rows = []
+    for r in records:
+        st = r["State"]
+        command = " ".join([r["Path"], *r["Args"]])
+        if not args.no_trunc and len(command) > 20:
+            command = command[:19] + "…"
+        if st["Running"]:
+            status = "Up " + _human_duration(st["StartedAt"])
+        elif st["FinishedAt"] != state.ZERO_TIME:
+            status = f"Exited ({st['ExitCode']}) {_ago(st['FinishedAt'])}"
+        else:
+            status = "Created"
+        ports = ", ".join(f"{b['HostIp']}:{b['HostPort']}->{p}" for p, binds in r["NetworkSettings"]["Ports"].items()
+                          for b in binds or [])
+        rows.append([r["Id"] if args.no_trunc else r["Id"][:12], r["Config"]["Image"], f'"{command}"',
+                     _ago(r["Created"]), status, ports, r["Name"].lstrip("/")])
+    _table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    found, failed = [], 0
+    for ref in args.containers:
+        try:
+            rec = container.find(ref)
+        except MinidockerError:
+            print(f"Error: No such object: {ref}", file=sys.stderr)
+            failed = 1
+            continue
+        rec.pop("Minidocker")
+        found.append(rec)
+    print(json.dumps(found, indent=4))
+    return failed
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from lib import logs
+
+    rec = container.find(args.container)
+    tail = None if args.tail in (None, "all") else int(args.tail)
+    since = logs.parse_moment(args.since) if args.since else 0.0
+    until = logs.parse_moment(args.until) if args.until else 0.0
+
+    def still_running() -> bool:
+        try:
+            return container.running(container.refresh(container.load(rec["Id"])))
+        except MinidockerError:
+            return False
+
+    for record in logs.read(rec["LogPath"], args.follow, still_running, tail, since, until):
+        out = sys.stdout if record["stream"] == "stdout" else sys.stderr
+        out.write((record["time"] + " " if args.timestamps else "") + record["log"])
+        out.flush()
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    return container.exec_(args.container, args.command, args.env, args.workdir or "", args.interactive)
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from lib import images
+
+    rows = [[i["repository"], i["tag"], i["id"][:12], _ago(i["created"]), _size(i["size"])]
+            for i in images.listing()]
+    _table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from lib import images
+
+    print("sha256:" + images.import_rootfs(args.source, args.reference))
+    return 0
+
+
+# ----------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        # Docker's answer to a bad flag is exit 125 and one line.
+        raise MinidockerError(f"{self.prog}: {message}. See '{self.prog} --help'.", 125)
+
+
+def _container_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--help", action="help", help="show this help")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="give the container the terminal")
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("-h", "--hostname", help="container host name (default: the short ID)")
+    p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable KEY=VAL")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("--entrypoint", help="overwrite the image's ENTRYPOINT")
+    p.add_argument("-m", "--memory", help="memory limit: 100m, 1g; a bare number is MB (the seed's --memory=100)")
+    p.add_argument("--memory-swap", help="memory + swap limit; -1 for unlimited swap (default: no swap)")
+    p.add_argument("--cpus", "--cpu", dest="cpus", help="number of CPUs: 0.5 is half of one")
+    p.add_argument("--pids-limit", type=int, help="maximum number of processes")
+    p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
+    p.add_argument("--cgroup-parent", help="parent cgroup (default: minidocker)")
+    p.add_argument("--network", "--net", dest="network", default="bridge",
+                   help="bridge (default), none, host")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    _container_flags(p)
+
+
+def _start_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--attach", action="store_true", help="attach output and wait for the exit")
+    p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
+    p.add_argument("containers", nargs="+")
+
+
+def _stop_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--time", type=int, default=container.DEFAULT_STOP_TIMEOUT,
+                   help="seconds to wait before SIGKILL")
+    p.add_argument("containers", nargs="+")
+
+
+def _kill_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("containers", nargs="+")
+
+
+def _rm_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    p.add_argument("containers", nargs="+")
+
+
+def _containers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("containers", nargs="+")
+
+
+def _prune_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (minidocker never asks)")
+
+
+def _ps_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--no-trunc", action="store_true", help="full IDs and commands")
+
+
+def _logs_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the container exits")
+    p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
+    p.add_argument("-n", "--tail", help="lines from the end (default: all)")
+    p.add_argument("--since", help="a time (RFC 3339) or a duration ago (42m)")
+    p.add_argument("--until", help="a time (RFC 3339) or a duration ago (42m)")
+    p.add_argument("container")
+
+
+def _exec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="use our terminal")
+    p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("container")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _no_flags(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _import_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a root filesystem directory, or a tarball of one")
+    p.add_argument("reference", metavar="NAME[:TAG]")
+
+
+# One table of verbs: name, function, flags, help.  Only the verb being run
+# has its parser built: building all of them costs 20 ms a call here.
+VERBS = {
+    "run": (cmd_run, _run_flags, "create and start a container"),
+    "create": (cmd_create, _container_flags, "create a container without starting it"),
+    "start": (cmd_start, _start_flags, "start created or stopped containers"),
+    "stop": (cmd_stop, _stop_flags, "stop containers: SIGTERM, then SIGKILL"),
+    "restart": (cmd_restart, _stop_flags, "stop and start containers"),
+    "kill": (cmd_kill, _kill_flags, "send a signal to containers"),
+    "rm": (cmd_rm, _rm_flags, "remove containers"),
+    "wait": (cmd_wait, _containers, "wait for containers to exit, print their exit codes"),
+    "prune": (cmd_prune, _prune_flags, "remove all stopped containers"),
+    "ps": (cmd_ps, _ps_flags, "list containers"),
+    "inspect": (cmd_inspect, _containers, "show containers' records as JSON"),
+    "logs": (cmd_logs, _logs_flags, "show a container's output"),
+    "exec": (cmd_exec, _exec_flags, "run a command in a running container"),
+    "images": (cmd_images, _no_flags, "list images"),
+    "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
+}
+_NO_HELP_FLAG = {"run", "create"}  # -h is --hostname there, as in Docker
+
+USAGE = """usage: minidocker [--explain] [--debug] VERB [ARGS...]
+
+minidocker: a Docker-like container runtime built from the kernel's own parts.
+
+global flags:
+  --explain   print every host command, kernel write and mount as it happens
+  --debug     show a traceback on internal errors
+
+verbs:
+"""
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
+    """Global flags, then the verb's own flags: (args, explain, debug)."""
+    explain = debug = False
+    while argv and argv[0].startswith("-"):
+        flag, argv = argv[0], argv[1:]
+        if flag == "--explain":
+            explain = True
+        elif flag == "--debug":
+            debug = True
+        elif flag in ("-h", "--help"):
+            print(USAGE + "\n".join(f"  {name:<9} {v[2]}" for name, v in VERBS.items()))
+            raise SystemExit(0)
+        else:
+            raise MinidockerError(f"unknown flag: {flag}. See 'minidocker --help'.")
+    if not argv or argv[0] not in VERBS:
+        what = f"'{argv[0]}' is not a minidocker command" if argv else "a verb is needed"
+        raise MinidockerError(f"{what}. See 'minidocker --help'.", 1)
+    func, flags, help = VERBS[argv[0]]
+    p = _Parser(prog=f"minidocker {argv[0]}", description=help, add_help=argv[0] not in _NO_HELP_FLAG)
+    flags(p)
+    p.set_defaults(func=func, verb=argv[0])
+    return p.parse_args(argv[1:]), explain, debug
+
+
+def main(argv: list[str]) -> int:
+    debug = False
+    try:
+        args, explain, debug = parse(argv)
+        if explain:
+            import time
+
+            os.environ["MINIDOCKER_EXPLAIN"] = "2"
+            os.environ["MINIDOCKER_T0"] = str(time.monotonic())
+        if os.geteuid() != 0:
+            raise MinidockerError("minidocker needs root: it creates namespaces, mounts and cgroups "
+                                  "(try: sudo ./minidocker.py ...)")
+        if args.verb == "exec" and not args.command:
+            raise MinidockerError('"exec" requires at least 2 arguments', 1)
+        return args.func(args)
+    except MinidockerError as e:
+        print(f"minidocker: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug of ours: one line, unless --debug asks for more
+        if debug:
+            raise
+        print(f"minidocker: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+              file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
