@@ -255,6 +255,45 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return container.exec_(args.container, args.command, args.env, args.workdir or "", args.interactive)
 
 
+def _binary_size(n: float) -> str:
+    """Docker's BytesSize: binary units, four significant digits (100MiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024:
+            return f"{n:.4g}{unit}"
+        n /= 1024
+    return f"{n:.4g}PiB"
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import time
+
+    from lib import cgroups
+
+    if args.containers:
+        records = [container.find(ref) for ref in args.containers]
+    else:
+        records = [r for r in (container.refresh(container.load(c)) for c in state.all_ids()) if container.running(r)]
+    groups = [cgroups.for_container(r["Minidocker"]["Cgroup"]) for r in records]
+    before, then = [g.stats() for g in groups], time.monotonic()
+    while True:
+        time.sleep(0.5 if args.no_stream else 1.0)
+        after, now = [g.stats() for g in groups], time.monotonic()
+        rows = []
+        for rec, old, new in zip(records, before, after, strict=True):
+            # CPU % as Docker counts it: 100% is one CPU busy for the whole interval.
+            cpu = (new["cpu_ns"] - old["cpu_ns"]) / ((now - then) * 1e9) * 100
+            rows.append([rec["Id"][:12], rec["Name"].lstrip("/"), f"{cpu:.2f}%",
+                         f"{_binary_size(new['memory'])} / {_binary_size(new['limit'])}",
+                         f"{new['memory'] / new['limit'] * 100:.2f}%", str(new["pids"])])
+        if not args.no_stream:
+            print("\033[2J\033[H", end="")  # clear the screen, as docker stats does
+        _table(["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"], rows)
+        if args.no_stream:
+            return 0
+        sys.stdout.flush()
+        before, then = after, now
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from lib import images
 
@@ -359,6 +398,11 @@ def _exec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("command", nargs=argparse.REMAINDER)
 
 
+def _stats_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stream", action="store_true", help="print once instead of refreshing")
+    p.add_argument("containers", nargs="*", help="default: all running containers")
+
+
 def _no_flags(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -384,6 +428,7 @@ VERBS = {
     "inspect": (cmd_inspect, _containers, "show containers' records as JSON"),
     "logs": (cmd_logs, _logs_flags, "show a container's output"),
     "exec": (cmd_exec, _exec_flags, "run a command in a running container"),
+    "stats": (cmd_stats, _stats_flags, "show containers' CPU, memory and process counts"),
     "images": (cmd_images, _no_flags, "list images"),
     "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
 }

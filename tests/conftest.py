@@ -1,0 +1,155 @@
+"""The test harness: real containers, a private state root, the phase tables.
+
+Every test runs minidocker.py as a user would, as root, against the real
+kernel.  Nothing here is mocked.  What the tests create is kept apart from a
+user's: a private MINIDOCKER_ROOT and a cgroup parent named for this run.
+After every test, every container is removed, even when the test failed.
+
+A test that replays a row of a phase's verification table says so with
+`@pytest.mark.row(phase, check, expected)`; it may put what it measured in
+`row.result`.  When the suite ends, the tables are printed (and written to
+.verification/) as Check | Expected | Result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINIDOCKER = os.path.join(TOP, "minidocker.py")
+PHASES = {"1": "Phase 1: Isolation", "2A": "Phase 2A: Resources", "2B": "Phase 2B: Lifecycle",
+          "2C": "Phase 2C: Networking", "3": "Phase 3: Networks"}
+
+
+def md(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    """Run minidocker.py with arguments; fail the test on a non-zero exit."""
+    done = subprocess.run([MINIDOCKER, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    if check and done.returncode != 0:
+        raise AssertionError(f"minidocker {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+    return done
+
+
+def inspect(ref: str) -> dict:
+    return json.loads(md("inspect", ref).stdout)[0]
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
+
+
+def cgroup_dirs(cid: str) -> list[str]:
+    """Every directory a container's cgroup has on this host, v1 or v2."""
+    parent = os.environ["MINIDOCKER_CGROUP_PARENT"]
+    found = []
+    for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
+        d = os.path.join(top, parent, cid)
+        if os.path.isdir(d):
+            found.append(d)
+    return found
+
+
+def our_mounts() -> list[str]:
+    root = os.environ["MINIDOCKER_ROOT"]
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if root in line]
+
+
+# ------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session", autouse=True)
+def state_root():
+    """A state root and cgroup parent of this run's own; removed at the end."""
+    root = tempfile.mkdtemp(prefix="minidocker-test-")
+    fstype = subprocess.run(["stat", "-f", "-c", "%T", root], capture_output=True, text=True).stdout.strip()
+    on_tmpfs = fstype in ("overlayfs", "v9fs", "9p", "fuseblk")
+    if on_tmpfs:  # an overlay upper dir cannot live on overlayfs or 9p
+        subprocess.run(["mount", "-t", "tmpfs", "minidocker-test", root], check=True)
+    os.environ["MINIDOCKER_ROOT"] = root
+    os.environ["MINIDOCKER_CGROUP_PARENT"] = f"minidocker-test-{os.getpid()}"
+    yield root
+    _remove_all_containers()
+    for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
+        d = os.path.join(top, os.environ["MINIDOCKER_CGROUP_PARENT"])
+        if os.path.isdir(d):
+            os.rmdir(d)
+    if on_tmpfs:
+        subprocess.run(["umount", root], check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_all_containers() -> None:
+    ids = md("ps", "-aq", "--no-trunc", check=False).stdout.split()
+    if ids:
+        md("rm", "-f", *ids, check=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_containers():
+    """No test sees another's containers, and none outlives its test."""
+    yield
+    _remove_all_containers()
+
+
+class Row:
+    result = ""
+
+
+@pytest.fixture
+def row(request) -> Row:
+    r = Row()
+    request.node.row_result = r
+    return r
+
+
+# ------------------------------------------------------ the phase tables
+_rows: dict[str, list[tuple[str, str, str, str]]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("row")
+    if marker is None or (report.when == "setup" and report.passed) or report.when == "teardown":
+        return
+    phase, check, expected = marker.args
+    measured = getattr(getattr(item, "row_result", None), "result", "")
+    if report.passed:
+        result = "✔ " + measured if measured else "✔"
+    elif report.skipped:
+        result = "- skipped: " + str(report.longrepr[2] if isinstance(report.longrepr, tuple) else "")
+    else:
+        message = report.longrepr.reprcrash.message if hasattr(report.longrepr, "reprcrash") else str(report.longrepr)
+        result = "✘ " + message.splitlines()[0][:100]
+    _rows.setdefault(phase, []).append((check, expected, result, item.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _rows:
+        return
+    from tabulate import tabulate
+
+    os.makedirs(os.path.join(TOP, ".verification"), exist_ok=True)
+    for phase, title in PHASES.items():
+        rows = _rows.get(phase)
+        if not rows:
+            continue
+        table = tabulate([r[:3] for r in rows], ["Check", "Expected", "Result"], tablefmt="github")
+        terminalreporter.write_sep("=", f"{title} — verification")
+        for line in table.splitlines():
+            failed = "| ✘" in line
+            terminalreporter.write_line(line, red=failed, green="| ✔" in line, bold=failed)
+        with open(os.path.join(TOP, ".verification", f"phase-{phase}.md"), "w") as f:
+            f.write(f"# {title}\n\n{table}\n")
