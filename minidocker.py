@@ -220,8 +220,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for ref in args.containers:
         try:
             rec = container.find(ref)
-        except MinidockerError:
+        except state.NoSuchContainer:
             print(f"Error: No such object: {ref}", file=sys.stderr)
+            failed = 1
+            continue
+        except MinidockerError as e:
+            print(f"minidocker: {e}", file=sys.stderr)
             failed = 1
             continue
         rec.pop("Minidocker")

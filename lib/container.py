@@ -40,7 +40,7 @@ def load(cid: str) -> dict:
     try:
         return state.read_json(os.path.join(state.container_dir(cid), "container.json"))
     except FileNotFoundError:
-        raise MinidockerError(f"No such container: {cid}", state.EXIT_NO_SUCH) from None
+        raise state.NoSuchContainer(cid) from None
 
 
 def _save(rec: dict) -> None:

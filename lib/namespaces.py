@@ -69,6 +69,8 @@ def nsenter_argv(pid: int, workdir: str) -> list[str]:
     """nsenter(1) into every namespace of a running container, and its root.
 
     --pid makes nsenter fork: setns(CLONE_NEWPID) too only affects children.
+    --wd opens its directory before entering anything, in the host's view of
+    the files, so the container's directory is named through /proc/PID/root.
     """
     return ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", f"--wd={workdir}"]
+            "--root", f"--wd=/proc/{pid}/root/{workdir.lstrip('/')}"]

@@ -31,6 +31,11 @@ from lib.host import MinidockerError
 EXIT_NO_SUCH = 1  # Docker: "No such container", "ambiguous" and friends
 
 
+class NoSuchContainer(MinidockerError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No such container: {ref}", EXIT_NO_SUCH)
+
+
 def root() -> str:
     return os.environ.get("MINIDOCKER_ROOT", "/var/lib/minidocker")
 
@@ -172,7 +177,7 @@ def resolve(ref: str) -> str:
             return matches[0]
         if len(matches) > 1:
             raise MinidockerError(f"multiple IDs found with provided prefix: {ref} (ambiguous)", EXIT_NO_SUCH)
-    raise MinidockerError(f"No such container: {ref}", EXIT_NO_SUCH)
+    raise NoSuchContainer(ref)
 
 
 def all_ids() -> list[str]:

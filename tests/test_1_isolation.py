@@ -193,8 +193,7 @@ def test_interactive_tty_shell():
     """`run -it busybox sh`: a prompt, a command, Ctrl-D leaves with the code."""
     main, child = pty.openpty()
     proc = subprocess.Popen([MINIDOCKER, "run", "-it", "--rm", "busybox", "sh"], stdin=child, stdout=child,
-                            stderr=child, start_new_session=True,
-                            preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0))
+                            stderr=child)
     os.close(child)
     seen = b""
 

@@ -1,0 +1,240 @@
+"""Phase 2B: Lifecycle.  States, IDs, stop/kill/rm/exec/logs, and the truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import MINIDOCKER, cgroup_dirs, inspect, md, our_mounts, wait_for
+
+pytestmark = pytest.mark.order(3)
+
+
+def status(ref: str) -> str:
+    return inspect(ref)["State"]["Status"]
+
+
+def record(cid: str) -> dict:
+    with open(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers", cid, "container.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.row("2B", "States", "created → running → exited / stopped")
+def test_states_across_the_lifecycle(row):
+    cid = md("create", "--name", "life", "busybox", "sh", "-c", "sleep 0.5; exit 4").stdout.strip()
+    assert status("life") == "created"
+    assert "Created" in md("ps", "-a").stdout
+    md("start", "life")
+    assert status("life") == "running"
+    assert md("wait", "life").stdout.strip() == "4"
+    assert status("life") == "exited"
+    assert "Exited (4)" in md("ps", "-a").stdout
+    md("start", "life")
+    md("stop", "-t", "0", cid)
+    assert status("life") == "stopped"
+    row.result = "created, running, exited, stopped"
+
+
+@pytest.mark.row("2B", "PID capture", "/proc/<Pid> is the container's init")
+def test_pid_is_captured_and_correct(row):
+    cid = md("run", "-d", "busybox", "sleep", "31").stdout.strip()
+    pid = inspect(cid)["State"]["Pid"]
+    with open(f"/proc/{pid}/cmdline") as f:
+        assert f.read().split("\0")[:2] == ["sleep", "31"]
+    with open(f"/proc/{pid}/status") as f:
+        nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+    assert nspid == [str(pid), "1"]
+    row.result = f"NSpid: {pid} 1"
+
+
+@pytest.mark.row("2B", "Detached", "-d prints the 64-hex ID within 1 s")
+def test_detached_returns_at_once(row):
+    start = time.monotonic()
+    out = md("run", "-d", "busybox", "sleep", "30").stdout.strip()
+    elapsed = time.monotonic() - start
+    assert len(out) == 64 and all(c in "0123456789abcdef" for c in out)
+    assert elapsed < 1.0
+    assert status(out) == "running"
+    row.result = f"{elapsed * 1000:.0f} ms"
+
+
+@pytest.mark.row("2B", "exec", "runs in a running container; refused cleanly in a stopped one")
+def test_exec(row):
+    cid = md("run", "-d", "--name", "target", "busybox", "sleep", "30").stdout.strip()
+    out = md("exec", "target", "sh", "-c", "echo $$; ps -o pid,comm; cat /proc/self/cgroup").stdout
+    assert out.splitlines()[0] != "1"
+    assert " sleep" in out  # sees the container's PID 1
+    assert cid in out  # and is in its cgroup
+    assert md("exec", "-e", "X=y", "-w", "/tmp", "target", "sh", "-c", "echo $X; pwd").stdout == "y\n/tmp\n"
+    assert md("exec", "target", "sh", "-c", "exit 7", check=False).returncode == 7
+    assert md("exec", "target", "no-such-command", check=False).returncode == 127
+    md("stop", "-t", "0", "target")
+    refused = md("exec", "target", "true", check=False)
+    assert refused.returncode == 1 and "is not running" in refused.stderr
+    row.result = "exit codes passed through; 1 when stopped"
+
+
+def test_exec_cannot_outlive_stop():
+    md("run", "-d", "--name", "host-of-exec", "busybox", "sleep", "30")
+    proc = subprocess.Popen([MINIDOCKER, "exec", "host-of-exec", "sleep", "100"])
+    wait_for(lambda: "sleep 100" in md("exec", "host-of-exec", "ps").stdout)
+    md("stop", "-t", "0", "host-of-exec")
+    assert proc.wait(timeout=10) in (137, -9)
+
+
+@pytest.mark.row("2B", "stop", "trapping shell exits 143 at once; sleep killed after -t 1")
+def test_stop_sigterm_then_sigkill(row):
+    md("run", "-d", "--name", "trapper", "busybox", "sh", "-c",
+       "trap 'exit 143' TERM; while :; do sleep 0.1; done")
+    md("run", "-d", "--name", "ignorer", "busybox", "sleep", "60")
+    start = time.monotonic()
+    md("stop", "-t", "5", "trapper")
+    trapped = time.monotonic() - start
+    start = time.monotonic()
+    md("stop", "-t", "1", "ignorer")
+    ignored = time.monotonic() - start
+    assert inspect("trapper")["State"]["ExitCode"] == 143 and trapped < 1.0
+    assert inspect("ignorer")["State"]["ExitCode"] == 137 and 1.0 <= ignored < 3.0
+    row.result = f"143 in {trapped:.2f} s; 137 after {ignored:.2f} s"
+
+
+def test_kill_with_a_signal():
+    md("run", "-d", "--name", "hup", "busybox", "sh", "-c", "trap 'exit 42' HUP; while :; do sleep 0.1; done")
+    md("kill", "-s", "HUP", "hup")
+    assert md("wait", "hup").stdout.strip() == "42"
+    refused = md("kill", "hup", check=False)
+    assert refused.returncode == 1 and "is not running" in refused.stderr
+
+
+@pytest.mark.row("2B", "rm", "cleans metadata, logs, cgroups and mounts")
+def test_rm_cleans_everything(row):
+    cid = md("run", "-d", "--name", "doomed", "busybox", "sh", "-c", "echo hi; sleep 30").stdout.strip()
+    cdir = os.path.join(os.environ["MINIDOCKER_ROOT"], "containers", cid)
+    assert os.path.isdir(cdir) and cgroup_dirs(cid)
+    refused = md("rm", "doomed", check=False)
+    assert refused.returncode == 1 and "container is running" in refused.stderr
+    md("rm", "-f", "doomed")
+    assert not os.path.exists(cdir) and cgroup_dirs(cid) == [] and our_mounts() == []
+    assert md("inspect", "doomed", check=False).returncode == 1
+    md("run", "-d", "--name", "doomed", "busybox", "true")  # the name is free again
+    row.result = "record, log, cgroup, name: gone"
+
+
+def test_rm_of_several_goes_on_past_a_failure():
+    md("create", "--name", "one", "busybox", "true")
+    md("create", "--name", "two", "busybox", "true")
+    done = md("rm", "one", "no-such-container", "two", check=False)
+    assert done.returncode == 1
+    assert done.stdout.split() == ["one", "two"] and "No such container: no-such-container" in done.stderr
+
+
+def test_auto_remove_leaves_nothing():
+    before = set(os.listdir(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers")))
+    md("run", "--rm", "--name", "ephemeral", "busybox", "echo", "bye")
+    md("run", "-d", "--rm", "--name", "ephemeral-d", "busybox", "true")
+    wait_for(lambda: "ephemeral-d" not in md("ps", "-a").stdout)
+    assert set(os.listdir(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers"))) == before
+    gone = md("logs", "ephemeral", check=False)
+    assert gone.returncode == 1 and "No such container: ephemeral" in gone.stderr
+
+
+@pytest.mark.row("2B", "IDs and names", "unique prefixes and names select; ambiguous refused")
+def test_prefixes_names_and_ambiguity(row):
+    ids = [md("create", "busybox", "true").stdout.strip() for _ in range(17)]  # two share a first digit
+    first = next(c[0] for c in ids if sum(i[0] == c[0] for i in ids) > 1)
+    ambiguous = md("inspect", first, check=False)
+    assert ambiguous.returncode == 1 and "ambiguous" in ambiguous.stderr
+    unique = ids[0][:12]
+    assert inspect(unique)["Id"] == ids[0]
+    assert inspect(ids[0][:8])["Id"] == ids[0]
+    md("create", "--name", "taken", "busybox", "true")
+    clash = md("run", "--name", "taken", "busybox", "true", check=False)
+    holder = inspect("taken")["Id"]
+    assert clash.returncode == 125 and holder in clash.stderr
+    bad = md("run", "--name", "-bad name", "busybox", "true", check=False)
+    assert bad.returncode == 125
+    unknown = md("stop", "nope-nope", check=False)
+    assert unknown.returncode == 1 and "No such container: nope-nope" in unknown.stderr
+    names = [inspect(c)["Name"] for c in ids]
+    assert all(n.count("_") == 1 and n.startswith("/") for n in names)
+    row.result = f"prefix '{first}' ambiguous; 8 chars select; name clash 125"
+
+
+def test_ps_columns_and_flags():
+    cid = md("run", "-d", "--name", "listed", "busybox", "sh", "-c", "sleep 30 # a long command line").stdout.strip()
+    md("create", "--name", "quiet", "busybox", "true")
+    lines = md("ps").stdout.splitlines()
+    assert lines[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    assert len(lines) == 2 and lines[1].startswith(cid[:12] + " ")
+    assert '"sh -c sleep 30 # a …"' in lines[1] and "Up " in lines[1]
+    assert "quiet" in md("ps", "-a").stdout
+    assert md("ps", "-q").stdout.split() == [cid[:12]]
+    assert cid in md("ps", "--no-trunc").stdout and "a long command line" in md("ps", "--no-trunc").stdout
+
+
+def test_logs_streams_tail_timestamps_since_and_follow():
+    # stdout and stderr are two pipes: pauses keep their order unambiguous.
+    md("run", "--name", "talker", "busybox", "sh", "-c", "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three")
+    logs = md("logs", "talker")
+    assert logs.stdout == "one\nthree\n" and logs.stderr == "two\n"
+    assert md("logs", "--tail", "1", "talker").stdout == "three\n"
+    stamped = md("logs", "-t", "talker").stdout.splitlines()[0]
+    assert stamped.endswith(" one") and stamped[4] == "-" and stamped[29] == "Z"  # 9 digits of nanoseconds
+    assert md("logs", "--since", "1h", "talker").stdout == "one\nthree\n"
+    assert md("logs", "--until", "1h", "talker").stdout == ""
+    md("run", "-d", "--name", "ticker", "busybox", "sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.3; done")
+    followed = md("logs", "-f", "ticker", timeout=15)
+    assert followed.stdout == "tick 1\ntick 2\ntick 3\n"
+
+
+def test_restart_and_prune():
+    md("run", "-d", "--name", "again", "busybox", "sleep", "30")
+    first = inspect("again")["State"]["Pid"]
+    md("restart", "-t", "0", "again")
+    assert status("again") == "running" and inspect("again")["State"]["Pid"] != first
+    md("run", "--name", "finished", "busybox", "true")
+    out = md("prune").stdout
+    assert "again" not in out
+    assert md("inspect", "finished", check=False).returncode == 1
+    assert status("again") == "running"
+
+
+@pytest.mark.row("2B", "Concurrency", "20 parallel run -d and rm -f stay consistent")
+def test_parallel_run_and_rm(row):
+    with ThreadPoolExecutor(20) as pool:
+        started = list(pool.map(lambda i: md("run", "-d", "--name", f"par{i}", "busybox", "sleep", "30"), range(20)))
+    ids = {s.stdout.strip() for s in started}
+    assert len(ids) == 20
+    assert set(md("ps", "-q", "--no-trunc").stdout.split()) == ids
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(lambda i: md("rm", "-f", f"par{i}"), range(20)))
+    assert md("ps", "-aq").stdout == ""
+    assert all(cgroup_dirs(c) == [] for c in ids) and our_mounts() == []
+    row.result = "20 distinct IDs, then 0 containers, 0 cgroups"
+
+
+@pytest.mark.row("2B", "Monitor death", "after kill -9 of the watcher, ps and rm tell the truth")
+def test_truth_survives_monitor_death(row):
+    cid = md("run", "-d", "--name", "orphan", "busybox", "sleep", "30").stdout.strip()
+    rec = record(cid)
+    os.kill(rec["Minidocker"]["MonitorPid"], signal.SIGKILL)
+    time.sleep(0.2)
+    assert status("orphan") == "running"  # the container itself is fine
+    os.kill(rec["State"]["Pid"], signal.SIGKILL)  # now it dies, and nobody watches
+    wait_for(lambda: "Exited (255)" in md("ps", "-a").stdout)
+    assert status("orphan") == "exited" and cgroup_dirs(cid) == []
+    md("rm", "orphan")
+    assert md("ps", "-aq").stdout == ""
+    row.result = "Exited (255): exit code unknown; rm clean"
+
+
+def test_stop_after_monitor_death():
+    cid = md("run", "-d", "--name", "orphan2", "busybox", "sleep", "30").stdout.strip()
+    os.kill(record(cid)["Minidocker"]["MonitorPid"], signal.SIGKILL)
+    md("stop", "-t", "0", "orphan2")
+    assert not inspect("orphan2")["State"]["Running"] and cgroup_dirs(cid) == []
