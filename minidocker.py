@@ -298,6 +298,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         before, then = after, now
 
 
+def cmd_network(args: argparse.Namespace) -> int:
+    from lib import network
+
+    if args.action == "prune":
+        removed = network.prune()
+        if removed:
+            print("Deleted Networks:\n" + "\n".join(removed))
+        return 0
+    if args.action == "ls":
+        present = network.interfaces()
+        _table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE"],
+               [[n["Name"][:12], n["Name"], "bridge", n["Subnet"], n["Gateway"],
+                 n["Bridge"] + ("" if n["Bridge"] in present else " (not created yet)")]
+                for n in network.all_networks()])
+        return 0
+    raise MinidockerError(f"network {args.action}: unknown action (ls, prune)")
+
+
 def cmd_images(args: argparse.Namespace) -> int:
     from lib import images
 
@@ -407,6 +425,10 @@ def _stats_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="*", help="default: all running containers")
 
 
+def _network_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["ls", "prune"])
+
+
 def _no_flags(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -433,6 +455,7 @@ VERBS = {
     "logs": (cmd_logs, _logs_flags, "show a container's output"),
     "exec": (cmd_exec, _exec_flags, "run a command in a running container"),
     "stats": (cmd_stats, _stats_flags, "show containers' CPU, memory and process counts"),
+    "network": (cmd_network, _network_flags, "manage networks: ls, prune"),
     "images": (cmd_images, _no_flags, "list images"),
     "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
 }

@@ -27,7 +27,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from lib import cgroups, host, images, rootfs, runtime, spec, state
+from lib import cgroups, host, images, network, rootfs, runtime, spec, state
 from lib.host import MinidockerError
 from lib.logs import LogWriter
 
@@ -72,6 +72,8 @@ def running(rec: dict) -> bool:
 # ---------------------------------------------------------------- create
 def create(cfg: spec.RunConfig) -> str:
     """Make a container record and its directory; nothing runs yet."""
+    if cfg.network not in ("none", "host"):
+        network.find(cfg.network)
     if cfg.name and not state.valid_name(cfg.name):
         raise MinidockerError(f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     image_id, image = images.lookup(cfg.image)
@@ -182,9 +184,13 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         # command before go(), so it never runs outside its limits.
         init = runtime.Init(cdir, oci, rec["HostConfig"]["NetworkMode"], stdio, new_session)
         cgroup.create(rec["HostConfig"])
+        init.wait_ready()
         cgroup.join(init.pid)
+        mode = rec["HostConfig"]["NetworkMode"]
+        net = network.attach(rec, init.pid) if mode not in ("none", "host") else {}
 
         def started(r: dict) -> None:
+            r["NetworkSettings"].update(net)
             r["State"].update(Status="running", Running=True, Pid=init.pid, ExitCode=0, Error="",
                               OOMKilled=False, StartedAt=state.now(), FinishedAt=state.ZERO_TIME)
             _private(r).update(PidStart=state.process_start_time(init.pid), MonitorPid=os.getpid(),
@@ -202,7 +208,7 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
             r["State"].update(Status="created", Running=False, Pid=0, ExitCode=error.code, Error=str(error))
 
         update(cid, failed)
-        cgroup.remove()
+        _release(rec, cgroup)
         raise
 
 
@@ -314,8 +320,11 @@ def _finish(cid: str, code: int, error: str = "") -> None:
 
 
 def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
-    """Give back the container's host resources; safe to call twice."""
+    """Give back the container's host resources; safe to call twice.
+
+    Its IP address stays reserved until `rm`, so a restart keeps it."""
     (cgroup or cgroups.for_container(_private(rec)["Cgroup"])).remove()
+    network.detach(rec)
 
 
 def refresh(rec: dict) -> dict:
@@ -416,6 +425,7 @@ def _remove_files(rec: dict) -> None:
     cdir = state.container_dir(rec["Id"])
     with contextlib.suppress(FileNotFoundError), state.locked(cdir):
         _release(rec)
+        network.release(rec["Id"])
         state.release_name(rec["Name"].lstrip("/"), rec["Id"])
         shutil.rmtree(cdir)
 

@@ -14,8 +14,9 @@ command with execve(2), so that the command itself is PID 1:
 3. wait on SPEC_FD for "go": meanwhile the monitor puts this process in its
    cgroups and plugs in its network, so the command never runs unlimited
    and never sees a missing eth0;
-4. execve the command.  REPORT_FD is close-on-exec: the monitor reads EOF
-   when execve succeeded, or a line "CODE message" when anything failed.
+4. execve the command.  REPORT_FD is close-on-exec: the monitor reads "R"
+   (this process runs, so its namespaces exist), then EOF when execve
+   succeeded, or "CODE message" when anything failed.
 
 It imports as little as it can: every module is paid for on every start.
 """
@@ -103,6 +104,10 @@ def main() -> None:
     if explain_fd.isdigit():
         os.set_inheritable(int(explain_fd), False)
         import shlex  # noqa: F401  -- now: after pivot_root it can no longer be found
+    # Running at all means unshare(1) made our namespaces: say so.  Until
+    # this byte arrives, /proc/<our pid>/ns/net is still the host's, and a
+    # veth "moved into the container" would land on the host.
+    os.write(report_fd, b"R")
     try:
         size = int.from_bytes(_read_exactly(spec_fd, 8), "little")
         # The spec comes as marshal: json would cost this process 12 ms of

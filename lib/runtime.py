@@ -6,8 +6,9 @@ is paused just before execve, so that the caller can put it in its cgroups
 and plug in its network first.  Then `go()` lets the command run.
 
     monitor ──unshare(CLONE_NEWPID), spawn──▶ unshare(1) ──exec──▶ init.py (PID 1)
-       │  spec (marshal) ──── SPEC_FD ────▶  mounts, pivot_root, hostname
-       │  cgroups, network                   ... waits ...
+       │  spec (marshal) ──── SPEC_FD ────▶
+       ◀── "R" ────────────── REPORT_FD ──  in its namespaces now
+       │  cgroups, network                   mounts, pivot_root, hostname
        │  "g" ─────────────── SPEC_FD ────▶  execve(command)
        ◀── EOF, or "CODE message" ── REPORT_FD (close-on-exec)
 """
@@ -46,19 +47,34 @@ class Init:
         os.write(self._spec_w, len(blob).to_bytes(8, "little") + blob)
         self.pid = self.proc.pid
 
+    def wait_ready(self) -> None:
+        """Wait until the init runs inside its new namespaces.
+
+        Popen returns as soon as the child exists, before unshare(1) has
+        made anything: plugging a veth into /proc/PID/ns/net then would
+        plug it into the host.  The init's first act is to write "R".
+        """
+        first = os.read(self._report_r, 1)
+        if first != b"R":
+            self._fail(first)
+
+    def _fail(self, report: bytes) -> None:
+        while chunk := os.read(self._report_r, 4096):
+            report += chunk
+        self.proc.wait()
+        code, _, message = report.decode().partition(" ")
+        raise MinidockerError(message or "the container init died before it started",
+                              int(code) if code.isdigit() else host.EXIT_ENGINE)
+
     def go(self) -> None:
         """Let the command run; raise with its exit code if execve failed."""
         with contextlib.suppress(BrokenPipeError):  # the init already failed: its report says why
             os.write(self._spec_w, b"g")
         os.close(self._spec_w)
-        report = b""
-        while chunk := os.read(self._report_r, 4096):
-            report += chunk
+        first = os.read(self._report_r, 4096)
+        if first:
+            self._fail(first)
         os.close(self._report_r)
-        if report:
-            self.proc.wait()
-            code, _, message = report.decode().partition(" ")
-            raise MinidockerError(message, int(code))
 
     def abort(self) -> None:
         """Give up before go(): the init exits without running anything."""

@@ -5,6 +5,12 @@ kernel.  Nothing here is mocked.  What the tests create is kept apart from a
 user's: a private MINIDOCKER_ROOT and a cgroup parent named for this run.
 After every test, every container is removed, even when the test failed.
 
+Networks are the one thing a mistake could break for the whole machine, so
+minidocker runs in a sandbox "host": a network namespace with a veth to an
+"uplink" namespace that plays the internet (TESTING.md).  Its bridge, NAT
+rules and ip_forward are the sandbox's; the machine's are never touched, and
+the last test checks that they did not change.
+
 A test that replays a row of a phase's verification table says so with
 `@pytest.mark.row(phase, check, expected)`; it may put what it measured in
 `row.result`.  When the suite ends, the tables are printed (and written to
@@ -23,14 +29,19 @@ import time
 import pytest
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MINIDOCKER = os.path.join(TOP, "minidocker.py")
+SANDBOX = f"mdt-host-{os.getpid()}"  # minidocker's "host": its network namespace
+UPLINK = f"mdt-up-{os.getpid()}"  # the pretend internet beyond it
+HOST_IP, UPLINK_IP, PUBLIC_IP = "10.231.250.2", "10.231.250.1", "198.51.100.7"
+# minidocker.py as the tests run it: inside the sandbox's network namespace.
+# nsenter --net, not `ip netns exec`, which would remount /sys and hide cgroupfs.
+MINIDOCKER = ["nsenter", f"--net=/run/netns/{SANDBOX}", os.path.join(TOP, "minidocker.py")]
 PHASES = {"1": "Phase 1: Isolation", "2A": "Phase 2A: Resources", "2B": "Phase 2B: Lifecycle",
           "2C": "Phase 2C: Networking", "3": "Phase 3: Networks"}
 
 
 def md(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     """Run minidocker.py with arguments; fail the test on a non-zero exit."""
-    done = subprocess.run([MINIDOCKER, *args], capture_output=True, text=True, timeout=timeout, **kw)
+    done = subprocess.run([*MINIDOCKER, *args], capture_output=True, text=True, timeout=timeout, **kw)
     if check and done.returncode != 0:
         raise AssertionError(f"minidocker {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
     return done
@@ -67,7 +78,45 @@ def our_mounts() -> list[str]:
         return [line for line in f if root in line]
 
 
+def sh(*argv: str, netns: str | None = None) -> str:
+    """A host command (in a namespace of the sandbox, if named); its stdout."""
+    prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+    return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=True).stdout
+
+
+def host_network_state() -> dict:
+    """What the machine's own network looks like: it must never change."""
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        forward = f.read()
+    links = sorted(line.split(":")[1].strip() for line in sh("ip", "-o", "link").splitlines())
+    return {"routes": sh("ip", "route"), "addresses": sh("ip", "-o", "addr"), "links": links, "ip_forward": forward,
+            "iptables": "\n".join(line for line in sh("iptables-save").splitlines()
+                                  if not line.startswith("#") and not line.startswith(":"))}
+
+
+HOST_BEFORE: dict = {}
+
+
 # ------------------------------------------------------------- fixtures
+def _make_sandbox() -> None:
+    script = f"""
+        ip netns add {SANDBOX}
+        ip netns add {UPLINK}
+        ip link add mdt-h{os.getpid()} type veth peer name mdt-u{os.getpid()}
+        ip link set mdt-h{os.getpid()} netns {SANDBOX}
+        ip link set mdt-u{os.getpid()} netns {UPLINK}
+        ip -n {SANDBOX} addr add {HOST_IP}/30 dev mdt-h{os.getpid()}
+        ip -n {SANDBOX} link set mdt-h{os.getpid()} up
+        ip -n {SANDBOX} link set lo up
+        ip -n {SANDBOX} route add default via {UPLINK_IP}
+        ip -n {UPLINK} addr add {UPLINK_IP}/30 dev mdt-u{os.getpid()}
+        ip -n {UPLINK} link set mdt-u{os.getpid()} up
+        ip -n {UPLINK} link set lo up
+        ip -n {UPLINK} addr add {PUBLIC_IP}/32 dev lo
+    """
+    subprocess.run(["sh", "-ec", script], check=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def state_root():
     """A state root and cgroup parent of this run's own; removed at the end."""
@@ -78,8 +127,13 @@ def state_root():
         subprocess.run(["mount", "-t", "tmpfs", "minidocker-test", root], check=True)
     os.environ["MINIDOCKER_ROOT"] = root
     os.environ["MINIDOCKER_CGROUP_PARENT"] = f"minidocker-test-{os.getpid()}"
+    HOST_BEFORE.update(host_network_state())
+    _make_sandbox()
     yield root
     _remove_all_containers()
+    md("network", "prune", check=False)
+    for ns in (SANDBOX, UPLINK):  # takes their veths, bridges and rules along
+        subprocess.run(["ip", "netns", "del", ns], check=False)
     for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
         d = os.path.join(top, os.environ["MINIDOCKER_CGROUP_PARENT"])
         if os.path.isdir(d):

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import MINIDOCKER, inspect, md, our_mounts, wait_for
+from conftest import MINIDOCKER, TOP, inspect, md, our_mounts, wait_for
 
 pytestmark = pytest.mark.order(1)
 
@@ -137,7 +137,7 @@ def test_exit_126_and_127(row):
 
 @pytest.mark.row("1", "Exit code 137", "killed by SIGKILL")
 def test_exit_137_when_killed(row):
-    run = subprocess.Popen([MINIDOCKER, "run", "--name", "victim", "busybox", "sleep", "60"],
+    run = subprocess.Popen([*MINIDOCKER, "run", "--name", "victim", "busybox", "sleep", "60"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wait_for(lambda: "victim" in md("ps").stdout)
     md("kill", "victim")
@@ -158,7 +158,7 @@ def test_no_mounts_left_after_exit(row):
 
 
 def test_not_root_is_refused():
-    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", MINIDOCKER, "ps"],
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", MINIDOCKER[-1], "ps"],
                           capture_output=True, text=True)
     assert done.returncode == 125
     assert "needs root" in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -176,8 +176,7 @@ def test_images_lists_busybox(row):
 
 def test_import_directory_and_tarball(tmp_path):
     rootfs = tmp_path / "rootfs"
-    subprocess.run([os.path.join(os.path.dirname(MINIDOCKER), "fixtures", "busybox-rootfs.sh"), str(rootfs)],
-                   check=True)
+    subprocess.run([os.path.join(TOP, "fixtures", "busybox-rootfs.sh"), str(rootfs)], check=True)
     (rootfs / "etc" / "motd").write_text("imported from a directory\n")
     md("import", str(rootfs), "fromdir:v1")
     assert md("run", "--rm", "fromdir:v1", "cat", "/etc/motd").stdout == "imported from a directory\n"
@@ -192,7 +191,7 @@ def test_import_directory_and_tarball(tmp_path):
 def test_interactive_tty_shell():
     """`run -it busybox sh`: a prompt, a command, Ctrl-D leaves with the code."""
     main, child = pty.openpty()
-    proc = subprocess.Popen([MINIDOCKER, "run", "-it", "--rm", "busybox", "sh"], stdin=child, stdout=child,
+    proc = subprocess.Popen([*MINIDOCKER, "run", "-it", "--rm", "busybox", "sh"], stdin=child, stdout=child,
                             stderr=child)
     os.close(child)
     seen = b""

@@ -81,7 +81,7 @@ def test_exec(row):
 
 def test_exec_cannot_outlive_stop():
     md("run", "-d", "--name", "host-of-exec", "busybox", "sleep", "30")
-    proc = subprocess.Popen([MINIDOCKER, "exec", "host-of-exec", "sleep", "100"])
+    proc = subprocess.Popen([*MINIDOCKER, "exec", "host-of-exec", "sleep", "100"])
     wait_for(lambda: "sleep 100" in md("exec", "host-of-exec", "ps").stdout)
     md("stop", "-t", "0", "host-of-exec")
     assert proc.wait(timeout=10) in (137, -9)

@@ -1,0 +1,257 @@
+"""Networking: a bridge, a veth pair per container, and NAT to the outside.
+
+    container netns             host (or the tests' sandbox host)
+    ┌──────────────┐            ┌─────────────────────────────────────────┐
+    │ eth0         │◀── veth ──▶│ vethXXXXXXXX ─┐                         │
+    │ 172.18.0.2/24│    pair    │   minidocker0 (bridge) 172.18.0.1/24    │
+    │ default via  │            │               └─ routing + MASQUERADE ─▶ uplink
+    │  172.18.0.1  │            └─────────────────────────────────────────┘
+    └──────────────┘
+
+* A bridge is a virtual switch; its own address (the first of the subnet)
+  is the containers' gateway.  It must lie inside the containers' subnet,
+  or the kernel refuses the route ("Nexthop has invalid gateway"): the
+  seed's bug 4.
+* A veth pair is a virtual cable: the host end plugs into the bridge, the
+  other end is created directly inside the container's network namespace
+  as `eth0` (one step for the seed's create, move and rename).
+* Packets leave through the host's uplink, the interface of its default
+  route, with their source rewritten to the host's (MASQUERADE).  The rule
+  names the subnet and that interface, never `! -o bridge`: that rewrote
+  the host's own traffic too and cut it off the net (the seed's bug 1).
+* minidocker's iptables rules live in chains of its own (MINIDOCKER,
+  MINIDOCKER-POSTROUTING), reached by one jump each that carries the
+  comment "minidocker".  The chains are rewritten whole, in one
+  iptables-restore, whenever the set of networks changes, so every rule
+  exists exactly once and all of them can be found and removed.
+
+Addresses come from a small IPAM file under a lock: never handed out twice,
+freed when the container is removed.  Everything here reads /proc/net,
+which belongs to the caller's network namespace, not /sys/class/net, which
+shows the namespace that mounted /sys: tests run minidocker inside a
+sandbox "host" namespace and must see its interfaces, not the machine's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from lib import host, state
+from lib.host import MinidockerError
+
+DEFAULT = {"Name": "bridge", "Bridge": "minidocker0", "Subnet": "172.18.0.0/24", "Gateway": "172.18.0.1"}
+MODES = ("bridge", "none", "host")
+CHAIN, NAT_CHAIN = "MINIDOCKER", "MINIDOCKER-POSTROUTING"
+COMMENT = "-m comment --comment minidocker"
+
+
+def _dir(*parts: str) -> str:
+    return state.path("network", *parts)
+
+
+def _netns_key() -> str:
+    """Which network namespace we run in: the bridge and rules belong to it."""
+    return str(os.stat("/proc/self/ns/net").st_ino)
+
+
+def interfaces() -> set[str]:
+    with open("/proc/net/dev") as f:
+        return {line.split(":")[0].strip() for line in f.readlines()[2:]}
+
+
+def uplink() -> str | None:
+    """The interface of the default route, from /proc/net/route."""
+    with open("/proc/net/route") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "00000000" and fields[7] == "00000000":
+                return fields[0]
+    return None
+
+
+def find(name: str) -> dict:
+    if name == "bridge":
+        return DEFAULT
+    raise MinidockerError(f"network {name} not found")
+
+
+def all_networks() -> list[dict]:
+    return [DEFAULT]
+
+
+# -------------------------------------------------------------------- IPAM
+def _ipam() -> dict:
+    try:
+        return state.read_json(_dir("ipam.json"))
+    except FileNotFoundError:
+        return {}
+
+
+def allocate(net: dict, cid: str) -> str:
+    """The lowest free address of the subnet (the gateway excluded)."""
+    os.makedirs(_dir(), exist_ok=True)
+    with state.locked(_dir()):
+        ipam = _ipam()
+        used = ipam.setdefault(net["Name"], {})
+        taken = set(used) | {net["Gateway"]}
+        for ip in ipaddress.ip_network(net["Subnet"]).hosts():
+            if str(ip) not in taken:
+                used[str(ip)] = cid
+                state.write_json(_dir("ipam.json"), ipam)
+                return str(ip)
+    raise MinidockerError(f"no free IP address left in {net['Subnet']} (network {net['Name']})")
+
+
+def release(cid: str) -> None:
+    if not os.path.isdir(_dir()):
+        return
+    with state.locked(_dir()):
+        ipam = _ipam()
+        changed = False
+        for used in ipam.values():
+            for ip in [ip for ip, owner in used.items() if owner == cid]:
+                del used[ip]
+                changed = True
+        if changed:
+            state.write_json(_dir("ipam.json"), ipam)
+
+
+def mac_for(ip: str) -> str:
+    """Docker's MAC address: 02:42 and the four bytes of the IP address."""
+    return "02:42:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+
+
+# ------------------------------------------------------- bridge and rules
+def _ruleset(nets: list[dict], out: str | None) -> str:
+    """All of minidocker's rules, as one iptables-restore input."""
+    bridges = [n["Bridge"] for n in nets]
+    lines = ["*nat", f":{NAT_CHAIN} - [0:0]"]
+    if out:
+        lines += [f"-A {NAT_CHAIN} -s {n['Subnet']} -o {out} -j MASQUERADE" for n in nets]
+    lines += ["COMMIT", "*filter", f":{CHAIN} - [0:0]"]
+    for br in bridges:
+        lines.append(f"-A {CHAIN} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        # Containers on different networks must not reach each other.
+        lines += [f"-A {CHAIN} -i {br} -o {other} -j DROP" for other in bridges if other != br]
+        lines.append(f"-A {CHAIN} -i {br} -j ACCEPT")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+_JUMPS = (("nat", "POSTROUTING", NAT_CHAIN), ("filter", "FORWARD", CHAIN))
+
+
+def _install_rules(nets: list[dict]) -> None:
+    """Rewrite our chains, and add the jumps to them if they are missing.
+
+    Redeclaring a chain in `iptables-restore --noflush` empties it first, so
+    the result has every rule once, however often this runs.  The jumps
+    are inserted at the top of FORWARD: where Docker is installed, the
+    FORWARD policy is DROP, and our accepts must come before that.
+    """
+    saved = host.run(["iptables-save"], "network")
+    rules = _ruleset(nets, uplink())
+    for table, chain, target in _JUMPS:
+        if f"-A {chain} {COMMENT} -j {target}" not in saved:
+            op = "-I" if chain == "FORWARD" else "-A"
+            rules = _add_line(rules, table, f"{op} {chain} {COMMENT} -j {target}")
+    host.run(["iptables-restore", "--noflush"], "network", stdin=rules)
+
+
+def _add_line(rules: str, table: str, line: str) -> str:
+    head, _, tail = rules.partition(f"*{table}\n")
+    body, _, rest = tail.partition("COMMIT\n")
+    return f"{head}*{table}\n{body}{line}\nCOMMIT\n{rest}"
+
+
+def _enable_forwarding() -> None:
+    """Routing between interfaces is off by default; turn it on, and
+    remember how we found it so that `network prune` can put it back."""
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        was = f.read().strip()
+    if was != "1":
+        os.makedirs(_dir(), exist_ok=True)
+        with open(_dir(f"ip_forward.{_netns_key()}"), "w") as f:
+            f.write(was)
+        host.run(["sysctl", "-w", "net.ipv4.ip_forward=1"], "network")
+
+
+def ensure_bridge(net: dict) -> None:
+    """Create the network's bridge if this host has none yet (then reuse it)."""
+    if net["Bridge"] in interfaces():
+        return
+    prefix = ipaddress.ip_network(net["Subnet"]).prefixlen
+    host.run(["ip", "-batch", "-"], "network", stdin=(
+        f"link add {net['Bridge']} type bridge\n"
+        f"addr add {net['Gateway']}/{prefix} dev {net['Bridge']}\n"
+        f"link set {net['Bridge']} up\n"))
+    _enable_forwarding()
+    _install_rules([n for n in all_networks() if n["Bridge"] in interfaces()])
+
+
+# ------------------------------------------------------------ containers
+def veth_name(cid: str) -> str:
+    return "veth" + cid[:8]  # named after the container: cleanup can find it
+
+
+def attach(rec: dict, pid: int) -> dict:
+    """Plug a started container into its network; return its settings."""
+    net = find(rec["HostConfig"]["NetworkMode"])
+    ensure_bridge(net)
+    ip = allocate(net, rec["Id"]) if not rec["NetworkSettings"]["IPAddress"] else \
+        rec["NetworkSettings"]["IPAddress"]
+    prefix = ipaddress.ip_network(net["Subnet"]).prefixlen
+    veth, mac = veth_name(rec["Id"]), mac_for(ip)
+    try:
+        host.run(["ip", "-batch", "-"], "network", stdin=(
+            f"link add {veth} type veth peer name eth0 address {mac} netns {pid}\n"
+            f"link set {veth} master {net['Bridge']} up\n"))
+        host.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-batch", "-"], "network", stdin=(
+            f"addr add {ip}/{prefix} dev eth0\n"
+            "link set eth0 up\n"
+            f"route add default via {net['Gateway']}\n"))
+    except MinidockerError:
+        detach(rec)
+        release(rec["Id"])
+        raise
+    settings = {"IPAddress": ip, "IPPrefixLen": prefix, "Gateway": net["Gateway"], "MacAddress": mac}
+    return {**settings, "Networks": {net["Name"]: {**settings, "NetworkID": net["Name"]}}}
+
+
+def detach(rec: dict) -> None:
+    """Unplug: the veth pair dies with the container's namespace, but a
+    crash can leave the host end; delete it if it is still there."""
+    veth = veth_name(rec["Id"])
+    if veth in interfaces():
+        host.run(["ip", "link", "del", veth], "network", check=False)
+
+
+def prune() -> list[str]:
+    """Remove bridges no container uses, their rules, and restore ip_forward."""
+    used = {name for name, ips in _ipam().items() if ips}
+    removed = []
+    for net in all_networks():
+        if net["Name"] not in used and net["Bridge"] in interfaces():
+            host.run(["ip", "link", "del", net["Bridge"]], "network")
+            removed.append(net["Name"])
+    remaining = [n for n in all_networks() if n["Bridge"] in interfaces()]
+    if remaining:
+        _install_rules(remaining)
+        return removed
+    saved = host.run(["iptables-save"], "network")
+    lines = []
+    for table, chain, target in _JUMPS:
+        if f":{target} " in saved:
+            lines += [f"*{table}"]
+            if f"-A {chain} {COMMENT} -j {target}" in saved:
+                lines.append(f"-D {chain} {COMMENT} -j {target}")
+            lines += [f"-F {target}", f"-X {target}", "COMMIT"]
+    if lines:
+        host.run(["iptables-restore", "--noflush"], "network", stdin="\n".join(lines) + "\n")
+    original = _dir(f"ip_forward.{_netns_key()}")
+    if os.path.exists(original):
+        with open(original) as f:
+            host.run(["sysctl", "-w", f"net.ipv4.ip_forward={f.read().strip()}"], "network")
+        os.unlink(original)
+    return removed
