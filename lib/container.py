@@ -23,13 +23,19 @@ import contextlib
 import os
 import select
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 
-from lib import cgroups, host, images, network, rootfs, runtime, spec, state
+from lib import cgroups, host, images, network, rootfs, spec, state
 from lib.host import MinidockerError
 from lib.logs import LogWriter
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lib import runtime
+
+# `runtime` and `subprocess` (5 ms and more of imports) are loaded by the
+# verbs that start processes, not by ps, inspect or logs.
 
 EXIT_UNKNOWN = 255  # what Docker reports for a container whose end nobody saw
 DEFAULT_STOP_TIMEOUT = 10
@@ -171,6 +177,8 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
 # ----------------------------------------------------------------- start
 def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
     """cgroup, namespaces, init; join, go: the container runs when this returns."""
+    from lib import runtime
+
     rec = load(cid)
     if running(rec):
         raise MinidockerError(f"container {cid[:12]} is already running", 1)
@@ -214,6 +222,8 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
 
 def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) -> int:
     """Start a created (or ended) container; attached, return its exit code."""
+    import subprocess
+
     if detach:
         _start_detached(cid)
         return 0
@@ -234,6 +244,8 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) 
 
 def _start_detached(cid: str) -> None:
     """Fork a monitor that outlives us; return once the container runs."""
+    import subprocess
+
     ready_r, ready_w = os.pipe()
     if os.fork():
         os.close(ready_w)
@@ -441,6 +453,8 @@ def wait(ref: str) -> int:
 # ------------------------------------------------------------------ exec
 def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactive: bool) -> int:
     """Run a command inside a running container: its namespaces, root and cgroup."""
+    import subprocess
+
     from lib import namespaces
 
     rec = find(ref)

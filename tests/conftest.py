@@ -79,9 +79,16 @@ def our_mounts() -> list[str]:
 
 
 def sh(*argv: str, netns: str | None = None) -> str:
-    """A host command (in a namespace of the sandbox, if named); its stdout."""
-    prefix = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
-    return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=True).stdout
+    """A host command (in a namespace of the sandbox, if named); its stdout.
+
+    Through the `sh` library: a failure raises with the command and its
+    stderr.  (minidocker itself uses subprocess: docs/performance.md.)
+    """
+    import sh as shell
+
+    if netns:
+        return str(shell.nsenter(f"--net=/run/netns/{netns}", *argv))
+    return str(shell.Command(argv[0])(*argv[1:]))
 
 
 def host_network_state() -> dict:
