@@ -11,18 +11,22 @@ teaches (namespaces, rootfs, cgroups, network, ...).
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+import time
+
+STARTED = time.monotonic()  # --explain counts milliseconds from here
+
+import argparse  # noqa: E402 -- after STARTED, so that imports count too
+import os  # noqa: E402
+import sys  # noqa: E402
 
 # -I (isolated mode, in the #! line) keeps the caller's PYTHONPATH and user
 # site-packages out of a program that runs as root; it also leaves this
 # directory off sys.path, so put it back for `lib`.  -S skips `site` (7 ms
-# a start here); the verbs that print tables load it when they need it.
+# a start here): minidocker needs nothing beyond Python's standard library.
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
-from lib import container, state
-from lib.host import MinidockerError
+from lib import container, state  # noqa: E402
+from lib.host import MinidockerError  # noqa: E402
 
 
 # ---------------------------------------------------------------- helpers
@@ -332,6 +336,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------- parser
+class _Formatter(argparse.HelpFormatter):
+    """argparse imports `shutil` (3 ms) to learn the terminal's width for help
+    text, even when no help is printed; os knows the width too."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            width = os.get_terminal_size().columns - 2
+        except OSError:
+            width = 78
+        super().__init__(prog, width=width)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         # Docker's answer to a bad flag is exit 125 and one line.
@@ -490,7 +506,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
         what = f"'{argv[0]}' is not a minidocker command" if argv else "a verb is needed"
         raise MinidockerError(f"{what}. See 'minidocker --help'.", 1)
     func, flags, help = VERBS[argv[0]]
-    p = _Parser(prog=f"minidocker {argv[0]}", description=help, add_help=argv[0] not in _NO_HELP_FLAG)
+    p = _Parser(prog=f"minidocker {argv[0]}", description=help, add_help=argv[0] not in _NO_HELP_FLAG,
+                formatter_class=_Formatter)
     flags(p)
     p.set_defaults(func=func, verb=argv[0])
     return p.parse_args(argv[1:]), explain, debug
@@ -501,10 +518,8 @@ def main(argv: list[str]) -> int:
     try:
         args, explain, debug = parse(argv)
         if explain:
-            import time
-
             os.environ["MINIDOCKER_EXPLAIN"] = "2"
-            os.environ["MINIDOCKER_T0"] = str(time.monotonic())
+            os.environ["MINIDOCKER_T0"] = str(STARTED)
         if os.geteuid() != 0:
             raise MinidockerError("minidocker needs root: it creates namespaces, mounts and cgroups "
                                   "(try: sudo ./minidocker.py ...)")

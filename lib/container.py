@@ -127,10 +127,9 @@ def create(cfg: spec.RunConfig) -> str:
                            "StopRequested": False},
         })
     except BaseException:
-        import shutil
-
         state.release_name(name, cid)
-        shutil.rmtree(cdir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            state.remove_tree(cdir)
         raise
     return cid
 
@@ -187,13 +186,15 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
     cgroup = cgroups.for_container(_private(rec)["Cgroup"])
     init = None
     try:
-        # The init starts first: its interpreter boots and it builds the
-        # root filesystem while we make its cgroup.  It cannot run the
-        # command before go(), so it never runs outside its limits.
-        init = runtime.Init(cdir, oci, rec["HostConfig"]["NetworkMode"], stdio, new_session)
+        # The init starts first and builds the root filesystem while we
+        # make its cgroup.  It cannot run the command before go(), so the
+        # command never runs outside its limits.
+        init = runtime.Init(oci, *stdio, new_session)
         cgroup.create(rec["HostConfig"])
-        init.wait_ready()
+        # Moving a process between cgroups waits for an RCU grace period in
+        # the kernel (~15 ms here): done now, it overlaps the init's mounts.
         cgroup.join(init.pid)
+        init.wait_ready()
         mode = rec["HostConfig"]["NetworkMode"]
         net = network.attach(rec, init.pid) if mode not in ("none", "host") else {}
 
@@ -222,17 +223,16 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
 
 def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) -> int:
     """Start a created (or ended) container; attached, return its exit code."""
-    import subprocess
-
     if detach:
         _start_detached(cid)
         return 0
-    stdin = 0 if interactive else subprocess.DEVNULL
-    out = (None, None) if tty else (subprocess.PIPE, subprocess.PIPE)
+    from lib import runtime
+
     # Without a terminal the container gets its own session: Ctrl-C reaches
     # only us, and we pass it on, as `docker run` does (PID 1 may ignore it).
     # With one, it shares our terminal and its foreground process group.
-    init = _launch(cid, (stdin, *out), new_session=not tty)
+    init = _launch(cid, (runtime.INHERIT if interactive else runtime.NULL,
+                         runtime.INHERIT if tty else runtime.PIPE), new_session=not tty)
 
     def forward(sig: int, _frame: object) -> None:
         os.kill(init.pid, sig)
@@ -244,7 +244,7 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) 
 
 def _start_detached(cid: str) -> None:
     """Fork a monitor that outlives us; return once the container runs."""
-    import subprocess
+    from lib import runtime
 
     ready_r, ready_w = os.pipe()
     if os.fork():
@@ -270,7 +270,7 @@ def _start_detached(cid: str) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         try:
-            init = _launch(cid, (null, subprocess.PIPE, subprocess.PIPE), new_session=True)
+            init = _launch(cid, (runtime.NULL, runtime.PIPE), new_session=True)
         finally:
             os.environ.pop("MINIDOCKER_EXPLAIN", None)
             os.close(explain)
@@ -291,8 +291,8 @@ def _monitor(cid: str, init: runtime.Init, echo: bool) -> int:
     """Copy output to the log (and our own stdio), wait, record, release."""
     rec = load(cid)
     pipes = {}
-    if init.proc.stdout is not None:
-        pipes = {init.proc.stdout.fileno(): ("stdout", 1), init.proc.stderr.fileno(): ("stderr", 2)}
+    if init.stdout is not None:
+        pipes = {init.stdout: ("stdout", 1), init.stderr: ("stderr", 2)}
     log = LogWriter(rec["LogPath"])
     while pipes:
         readable, _, _ = select.select(list(pipes), [], [])
@@ -301,6 +301,7 @@ def _monitor(cid: str, init: runtime.Init, echo: bool) -> int:
             stream, own = pipes[fd]
             if not data:
                 del pipes[fd]
+                os.close(fd)
                 continue
             log.feed(stream, data)
             if echo:
@@ -334,9 +335,9 @@ def _finish(cid: str, code: int, error: str = "") -> None:
 def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
     """Give back the container's host resources; safe to call twice.
 
-    Its IP address stays reserved until `rm`, so a restart keeps it."""
+    Its IP address stays reserved until `rm`, so a restart keeps it; its
+    veth pair went with its network namespace (network.py)."""
     (cgroup or cgroups.for_container(_private(rec)["Cgroup"])).remove()
-    network.detach(rec)
 
 
 def refresh(rec: dict) -> dict:
@@ -432,14 +433,12 @@ def remove(ref: str, force: bool = False) -> str:
 
 
 def _remove_files(rec: dict) -> None:
-    import shutil  # 5 ms of imports (bz2, lzma) that only removal needs
-
     cdir = state.container_dir(rec["Id"])
     with contextlib.suppress(FileNotFoundError), state.locked(cdir):
         _release(rec)
         network.release(rec["Id"])
         state.release_name(rec["Name"].lstrip("/"), rec["Id"])
-        shutil.rmtree(cdir)
+        state.remove_tree(cdir)
 
 
 def wait(ref: str) -> int:

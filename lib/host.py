@@ -60,6 +60,10 @@ def _explain_fd() -> int:
     return int(value) if value.isdigit() else -1
 
 
+def explaining() -> bool:
+    return _explain_fd() >= 0
+
+
 def explain(step: str, text: str | list[str]) -> None:
     """Print one step for --explain: a text, or a command line to quote.
 
@@ -173,7 +177,7 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0,
           data: str = "", step: str = "rootfs") -> None:
     words = [w for bit, w in _FLAG_WORDS if flags & bit] + ([data] if data else [])
     shown = ["mount"] + (["-t", fstype] if fstype else []) + (["-o", ",".join(words)] if words else [])
-    explain(step, quote([*shown, source, target]))
+    explain(step, [*shown, source, target])
     try:
         _call("mount", source.encode(), target.encode(),
               fstype.encode() if fstype else None, flags, data.encode() if data else None)

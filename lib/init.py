@@ -1,48 +1,46 @@
 """The container init: the first code that runs inside the new namespaces.
 
-Started by the monitor as
+It runs in the monitor's forked child (runtime.py), which the kernel made
+PID 1 of a new pid namespace.  Like runc's init it prepares the container
+from the inside, then becomes the user's command with execve(2), so that
+the command itself is PID 1:
 
-    unshare --mount --uts --ipc [--net] --propagation private -- \\
-        python3 -I -S lib/init.py CONTAINER_DIR SPEC_FD REPORT_FD
-
-it is PID 1 of the new pid namespace (see namespaces.py).  Like runc's
-init it prepares the container from the inside, then becomes the user's
-command with execve(2), so that the command itself is PID 1:
-
-1. read the spec the monitor sends down SPEC_FD;
-2. build the root filesystem (rootfs.py), set the hostname, bring up lo;
-3. wait on SPEC_FD for "go": meanwhile the monitor puts this process in its
-   cgroups and plugs in its network, so the command never runs unlimited
-   and never sees a missing eth0;
-4. execve the command.  REPORT_FD is close-on-exec: the monitor reads "R"
-   (this process runs, so its namespaces exist), then EOF when execve
-   succeeded, or "CODE message" when anything failed.
-
-It imports as little as it can: every module is paid for on every start.
+1. unshare(2) the mount, uts, ipc and net namespaces (what unshare(1)
+   --mount --uts --ipc --net does) and make every mount private;
+2. tell the monitor "R": from now on /proc/<pid>/ns/* are the container's;
+3. build the root filesystem (rootfs.py), set the hostname, bring up lo;
+4. wait for "go": meanwhile the monitor puts this process in its cgroups
+   and plugs in its network, so the command never runs unlimited and never
+   sees a missing eth0;
+5. execve the command.  The report pipe is close-on-exec: the monitor
+   reads EOF when execve succeeded, or "CODE message" when it failed.
 """
 
-import marshal
-import os
-import sys
+from __future__ import annotations
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import os
 
 from lib import host, rootfs
 
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x40000000
 
-def _read_exactly(fd: int, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = os.read(fd, size - len(data))
-        if not chunk:
-            raise host.MinidockerError("the monitor went away before the start")
-        data += chunk
-    return data
+
+def _enter_namespaces(network: str) -> None:
+    flags, names, tool = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, ["NEWNS", "NEWUTS", "NEWIPC"], \
+        "--mount --uts --ipc"
+    if network != "host":
+        flags, tool = flags | CLONE_NEWNET, tool + " --net"
+        names.append("NEWNET")
+    host.unshare(flags, "|".join("CLONE_" + n for n in names) + f")  # = unshare {tool}")
+    # The new mount namespace starts as a copy of the host's, and where the
+    # host's mounts are "shared" (systemd makes / shared) every mount made
+    # here would propagate back onto the host.  Private first, then mount.
+    host.mount("none", "/", None, host.MS_REC | host.MS_PRIVATE)
 
 
 def _loopback_up() -> None:
     """`ip link set lo up`, with one ioctl: a new net namespace's lo is down."""
-    import _socket
+    import _socket  # the C module: `socket` itself costs 6 ms of imports here
     import fcntl
     import struct
 
@@ -55,8 +53,7 @@ def _loopback_up() -> None:
 
 
 def _execvpe(file: str, args: list[str], env: dict[str, str]) -> None:
-    """execvp(3) with the container's PATH.  os.execvpe would import
-    `warnings`, and after pivot_root the host's Python library is gone."""
+    """execvp(3) with the container's PATH, not ours."""
     if "/" in file:
         os.execve(file, args, env)
     error: OSError = FileNotFoundError(file)
@@ -71,69 +68,51 @@ def _execvpe(file: str, args: list[str], env: dict[str, str]) -> None:
 
 
 def _exec(process: dict) -> None:
-    import _signal
+    import signal
 
     # Python ignores SIGPIPE and SIGXFSZ for itself, and an ignored signal
     # stays ignored across execve: give the command the defaults back.
-    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-        _signal.signal(sig, _signal.SIG_DFL)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
     env = dict(e.split("=", 1) for e in process["env"] if "=" in e)
     args = process["args"]
     cwd = process.get("cwd", "/")
     os.makedirs(cwd, exist_ok=True)  # Docker creates a missing -w directory
     os.chdir(cwd)
     os.umask(0o022)
-    host.explain("exec", "execve " + host.quote(args))
+    host.explain("exec", ["execve", *args])
     try:
         _execvpe(args[0], args, env)
     except FileNotFoundError:
         where = f"stat {args[0]}: no such file or directory" if "/" in args[0] else \
             "executable file not found in $PATH"
         raise host.MinidockerError(f'exec: "{args[0]}": {where}', host.EXIT_NOT_FOUND) from None
-    except IsADirectoryError:
-        raise host.MinidockerError(f'exec: "{args[0]}": is a directory', host.EXIT_CANNOT_INVOKE) from None
     except OSError as e:
-        raise host.MinidockerError(f'exec: "{args[0]}": {e.strerror.lower()}', host.EXIT_CANNOT_INVOKE) from None
+        reason = "is a directory" if os.path.isdir(args[0]) else e.strerror.lower()
+        raise host.MinidockerError(f'exec: "{args[0]}": {reason}', host.EXIT_CANNOT_INVOKE) from None
 
 
-def main() -> None:
-    spec_fd, report_fd = int(sys.argv[2]), int(sys.argv[3])
-    os.set_inheritable(report_fd, False)
-    os.set_inheritable(spec_fd, False)
-    explain_fd = os.environ.get("MINIDOCKER_EXPLAIN", "")
-    if explain_fd.isdigit():
-        os.set_inheritable(int(explain_fd), False)
-        import shlex  # noqa: F401  -- now: after pivot_root it can no longer be found
-    # Running at all means unshare(1) made our namespaces: say so.  Until
-    # this byte arrives, /proc/<our pid>/ns/net is still the host's, and a
-    # veth "moved into the container" would land on the host.
+def main(spec: dict, go_fd: int, report_fd: int) -> None:
+    """Become the container; returns only by raising."""
+    network = spec["annotations"].get("org.minidocker.network", "bridge")
+    _enter_namespaces(network)
     os.write(report_fd, b"R")
+    root = spec["root"]["path"]
+    overlay = spec["annotations"]
+    rootfs.mount_overlay(root, overlay["org.minidocker.overlay.lowerdir"].split(":"),
+                         overlay["org.minidocker.overlay.upperdir"], overlay["org.minidocker.overlay.workdir"])
+    rootfs.mount_all(root, spec["mounts"])
+    rootfs.make_devices(root, spec["linux"]["devices"])
+    host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
+    if network != "host":
+        _loopback_up()
+    if host.explaining():
+        import shlex  # noqa: F401 -- explain quotes with it, and after pivot_root it cannot be found
+    rootfs.pivot(root)
+    if os.read(go_fd, 1) != b"g":
+        os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
     try:
-        size = int.from_bytes(_read_exactly(spec_fd, 8), "little")
-        # The spec comes as marshal: json would cost this process 12 ms of
-        # imports (it pulls in `re`), a quarter of a whole container start.
-        spec = marshal.loads(_read_exactly(spec_fd, size))
-        root = spec["root"]["path"]
-        overlay = spec["annotations"]
-        rootfs.mount_overlay(root, overlay["org.minidocker.overlay.lowerdir"].split(":"),
-                             overlay["org.minidocker.overlay.upperdir"],
-                             overlay["org.minidocker.overlay.workdir"])
-        rootfs.mount_all(root, spec["mounts"])
-        rootfs.make_devices(root, spec["linux"]["devices"])
-        host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
-        if spec["annotations"].get("org.minidocker.network") != "host":
-            _loopback_up()
-        rootfs.pivot(root)
-        if os.read(spec_fd, 1) != b"g":
-            os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
         _exec(spec["process"])
     except host.MinidockerError as e:
         os.write(report_fd, f"{e.code} {e}".encode())
         os._exit(e.code)
-    except Exception as e:  # anything else is a bug, but still one line for the user
-        os.write(report_fd, f"{host.EXIT_ENGINE} container init: {type(e).__name__}: {e}".encode())
-        os._exit(host.EXIT_ENGINE)
-
-
-if __name__ == "__main__":
-    main()

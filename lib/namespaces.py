@@ -10,54 +10,44 @@ A namespace gives a process its own copy of one kind of kernel resource:
 | ipc       | CLONE_NEWIPC  | System V IPC and POSIX message queues |
 | net       | CLONE_NEWNET  | interfaces, routes, iptables, ports   |
 
-util-linux's unshare(1) makes the mount, uts, ipc and net namespaces and
-execs the container init inside them.  The pid namespace is different: a
-process never moves into a new pid namespace itself, only its next child
-is born there (as PID 1).  `unshare --fork` would do that fork, but then
-unshare(1) is PID 1's parent and it alone learns how PID 1 died; util-linux
-2.38 even reports a death by SIGKILL as exit 1.  So the monitor asks the
-kernel itself: unshare(CLONE_NEWPID), start the child, and setns() back to
-its own pid namespace.  The monitor stays PID 1's parent and waitpid(2)
-tells it the exact exit code, 137 for the OOM killer included.
+A process can unshare(2) its own mount, uts, ipc and net namespaces (the
+init does, see init.py).  The pid namespace is different: a process never
+moves into a new one itself, only its next child is born there, as PID 1.
+`unshare --pid --fork` would do that fork, but then unshare(1) is PID 1's
+parent and it alone learns how PID 1 died; util-linux 2.38 even reports a
+death by SIGKILL as exit 1.  So the monitor asks the kernel itself:
+unshare(CLONE_NEWPID), fork, and setns() back to its own pid namespace.
+The monitor stays PID 1's parent and waitpid(2) tells it the exact exit
+code, 137 for the OOM killer included.
+
+Entering a running container (exec) is nsenter(1)'s job: setns(2) into
+each namespace of its PID 1.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 
 from lib import host
 
 CLONE_NEWPID = 0x20000000
 KINDS = ("pid", "mnt", "uts", "ipc", "net")
-INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "init.py")
 
 
 @contextlib.contextmanager
 def pid_namespace_for_next_child() -> Iterator[None]:
     """Within this block, a child we start is PID 1 of a new pid namespace."""
+    parent = os.getpid()
     own = os.open("/proc/self/ns/pid", os.O_RDONLY)
     try:
         host.unshare(CLONE_NEWPID, "CLONE_NEWPID) # our next child is PID 1 of a new pid namespace")
         yield
     finally:
-        host.setns(own, CLONE_NEWPID, "/proc/self/ns/pid, CLONE_NEWPID)  # later children: back to ours")
+        if os.getpid() == parent:  # a child forked in the block leaves this to us
+            host.setns(own, CLONE_NEWPID, "/proc/self/ns/pid, CLONE_NEWPID)  # later children: back to ours")
         os.close(own)
-
-
-def unshare_argv(container_dir: str, network: str) -> list[str]:
-    """unshare(1) for the other namespaces, exec'ing our init inside them.
-
-    --propagation private: the new mount namespace starts as a copy of the
-    host's, and where the host's mounts are "shared" (systemd makes / shared)
-    every mount the container made would propagate back onto the host.
-    Private first, then mount.
-    """
-    flags = ["--mount", "--uts", "--ipc"] + (["--net"] if network != "host" else [])
-    return ["unshare", *flags, "--propagation", "private", "--",
-            sys.executable, "-I", "-S", INIT, container_dir]
 
 
 def inode(pid: int | str, kind: str) -> int:

@@ -69,6 +69,20 @@ def read_json(file: str) -> dict:
         return json.loads(f.read())
 
 
+def remove_tree(top: str) -> None:
+    """rm -rf, without `shutil` (5 ms of imports on every `run --rm`)."""
+    for dirpath, dirs, files in os.walk(top, topdown=False):
+        for name in files:
+            os.unlink(os.path.join(dirpath, name))
+        for name in dirs:
+            sub = os.path.join(dirpath, name)
+            if os.path.islink(sub):  # a link to a directory is listed with them
+                os.unlink(sub)
+            else:
+                os.rmdir(sub)
+    os.rmdir(top)
+
+
 @contextlib.contextmanager
 def locked(directory: str) -> Iterator[None]:
     """Hold an exclusive flock(2) on a directory for the duration."""
