@@ -233,8 +233,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             continue
         rec.pop("Minidocker")
         found.append(rec)
-    print(json.dumps(found, indent=4))
+    if args.format:
+        for rec in found:
+            print(_format(args.format, rec))
+    else:
+        print(json.dumps(found, indent=4))
     return failed
+
+
+def _format(template: str, rec: dict) -> str:
+    """Docker's --format for the common cases: {{.State.Pid}}, {{json .NetworkSettings}}."""
+    import json
+    import re
+
+    def field(match: re.Match) -> str:
+        as_json, path = match[1], match[2]
+        value: object = rec
+        for key in filter(None, path.split(".")):
+            if not isinstance(value, dict) or key not in value:
+                raise MinidockerError(f'template: no field "{key}" in {path}', 1)
+            value = value[key]
+        if as_json:
+            return json.dumps(value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", field, template)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -407,6 +430,11 @@ def _containers(p: argparse.ArgumentParser) -> None:
     p.add_argument("containers", nargs="+")
 
 
+def _inspect_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--format", help="a Go-template field: '{{.State.Pid}}', '{{json .Config}}'")
+    p.add_argument("containers", nargs="+")
+
+
 def _prune_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--force", action="store_true", help="do not ask (minidocker never asks)")
 
@@ -466,7 +494,7 @@ VERBS = {
     "wait": (cmd_wait, _containers, "wait for containers to exit, print their exit codes"),
     "prune": (cmd_prune, _prune_flags, "remove all stopped containers"),
     "ps": (cmd_ps, _ps_flags, "list containers"),
-    "inspect": (cmd_inspect, _containers, "show containers' records as JSON"),
+    "inspect": (cmd_inspect, _inspect_flags, "show containers' records as JSON"),
     "logs": (cmd_logs, _logs_flags, "show a container's output"),
     "exec": (cmd_exec, _exec_flags, "run a command in a running container"),
     "stats": (cmd_stats, _stats_flags, "show containers' CPU, memory and process counts"),

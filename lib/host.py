@@ -91,10 +91,8 @@ def run(argv: list[str], step: str, stdin: str | None = None, check: bool = True
     """
     import subprocess  # imported here: the container init never runs commands
 
-    explain(step, argv)
-    if stdin is not None:
-        for line in stdin.rstrip("\n").splitlines():
-            explain(step, "    " + line)
+    if explaining():  # the command and its input in one write: the init writes too
+        explain(step, quote(argv) + "".join(f"\n{' ' * 21}{line}" for line in (stdin or "").splitlines()))
     try:
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
     except FileNotFoundError:
