@@ -202,7 +202,8 @@ def pytest_terminal_summary(terminalreporter):
         return
     from tabulate import tabulate
 
-    os.makedirs(os.path.join(TOP, ".verification"), exist_ok=True)
+    out = os.environ.get("MINIDOCKER_VERIFICATION", os.path.join(TOP, ".verification"))
+    os.makedirs(out, exist_ok=True)
     for phase, title in PHASES.items():
         rows = _rows.get(phase)
         if not rows:
@@ -212,5 +213,5 @@ def pytest_terminal_summary(terminalreporter):
         for line in table.splitlines():
             failed = "| ✘" in line
             terminalreporter.write_line(line, red=failed, green="| ✔" in line, bold=failed)
-        with open(os.path.join(TOP, ".verification", f"phase-{phase}.md"), "w") as f:
+        with open(os.path.join(out, f"phase-{phase}.md"), "w") as f:
             f.write(f"# {title}\n\n{table}\n")
