@@ -111,7 +111,8 @@ def _run_config(args: argparse.Namespace):
         tty=args.tty, interactive=args.interactive, auto_remove=getattr(args, "rm", False),
         memory=memory, memory_swap=swap, nano_cpus=spec.parse_cpus(args.cpus),
         pids_limit=max(args.pids_limit or 0, 0), cpuset_cpus=spec.parse_cpuset(args.cpuset_cpus),
-        cgroup_parent=args.cgroup_parent or "", network=args.network)
+        cgroup_parent=args.cgroup_parent or "", network=args.network, ip=args.ip or "", dns=args.dns,
+        publish=args.publish, volumes=args.volume)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -325,21 +326,61 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
+    import json
+
     from lib import network
 
-    if args.action == "prune":
+    if args.action == "create":
+        if len(args.names) != 1:
+            raise MinidockerError('"network create" requires exactly 1 argument', 1)
+        print(network.create(args.names[0], args.subnet, args.gateway)["Id"])
+    elif args.action == "rm":
+        return _each(args.names, network.remove)
+    elif args.action == "inspect":
+        found = []
+        for name in args.names:
+            net = dict(network.find(name))
+            net["Containers"] = {cid: {"Name": container.load(cid)["Name"].lstrip("/"), "IPv4Address": ip}
+                                 for cid, ip in network.members(net).items()
+                                 if os.path.isdir(state.container_dir(cid))}
+            found.append(net)
+        print(json.dumps(found, indent=4))
+    elif args.action == "prune":
         removed = network.prune()
         if removed:
             print("Deleted Networks:\n" + "\n".join(removed))
-        return 0
-    if args.action == "ls":
+    else:
         present = network.interfaces()
         _table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE"],
-               [[n["Name"][:12], n["Name"], "bridge", n["Subnet"], n["Gateway"],
+               [[n.get("Id", n["Name"])[:12], n["Name"], "bridge", n["Subnet"], n["Gateway"],
                  n["Bridge"] + ("" if n["Bridge"] in present else " (not created yet)")]
                 for n in network.all_networks()])
-        return 0
-    raise MinidockerError(f"network {args.action}: unknown action (ls, prune)")
+    return 0
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    import json
+
+    from lib import volumes
+
+    def users(name: str) -> list[str]:
+        return [c[:12] for c in state.all_ids()
+                if any(m.get("Name") == name for m in container.load(c)["Mounts"])]
+
+    if args.action == "create":
+        for name in args.names or [os.urandom(32).hex()]:
+            print(volumes.create(name))
+    elif args.action == "rm":
+        return _each(args.names, lambda name: volumes.remove(name, users(name)))
+    elif args.action == "inspect":
+        missing = [n for n in args.names if n not in volumes.names()]
+        if missing:
+            raise MinidockerError(f"get {missing[0]}: no such volume", 1)
+        print(json.dumps([{"Name": n, "Driver": "local", "Mountpoint": volumes.volume_dir(n)}
+                          for n in args.names], indent=4))
+    else:
+        _table(["DRIVER", "VOLUME NAME"], [["local", n] for n in volumes.names()])
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -393,7 +434,13 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpuset-cpus", help="CPUs in which to allow execution (0-3, 0,1)")
     p.add_argument("--cgroup-parent", help="parent cgroup (default: minidocker)")
     p.add_argument("--network", "--net", dest="network", default="bridge",
-                   help="bridge (default), none, host")
+                   help="bridge (default), none, host, container:NAME|ID, or a network's name")
+    p.add_argument("--ip", help="a fixed IPv4 address on a user-defined network")
+    p.add_argument("--dns", action="append", default=[], help="a DNS server for /etc/resolv.conf")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   help="publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
+    p.add_argument("-v", "--volume", action="append", default=[],
+                   help="HOSTPATH:CONTAINERPATH[:ro] or VOLUME:CONTAINERPATH[:ro]")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -469,7 +516,15 @@ def _stats_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _network_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["ls", "prune"])
+    p.add_argument("action", choices=["create", "ls", "inspect", "rm", "prune"])
+    p.add_argument("--subnet", help="create: an IPv4 CIDR (default: the first free 172.19-31.x.0/24)")
+    p.add_argument("--gateway", help="create: the bridge's address (default: the subnet's first)")
+    p.add_argument("names", nargs="*")
+
+
+def _volume_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["create", "ls", "inspect", "rm"])
+    p.add_argument("names", nargs="*")
 
 
 def _no_flags(p: argparse.ArgumentParser) -> None:
@@ -498,7 +553,8 @@ VERBS = {
     "logs": (cmd_logs, _logs_flags, "show a container's output"),
     "exec": (cmd_exec, _exec_flags, "run a command in a running container"),
     "stats": (cmd_stats, _stats_flags, "show containers' CPU, memory and process counts"),
-    "network": (cmd_network, _network_flags, "manage networks: ls, prune"),
+    "network": (cmd_network, _network_flags, "manage networks: create, ls, inspect, rm, prune"),
+    "volume": (cmd_volume, _volume_flags, "manage named volumes: create, ls, inspect, rm"),
     "images": (cmd_images, _no_flags, "list images"),
     "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
 }
@@ -538,7 +594,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
                 formatter_class=_Formatter)
     flags(p)
     p.set_defaults(func=func, verb=argv[0])
-    return p.parse_args(argv[1:]), explain, debug
+    # `network create --subnet X NAME`: names may follow flags there.
+    parse_args = p.parse_intermixed_args if argv[0] in ("network", "volume") else p.parse_args
+    return parse_args(argv[1:]), explain, debug
 
 
 def main(argv: list[str]) -> int:

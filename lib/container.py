@@ -26,7 +26,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from lib import cgroups, host, images, network, rootfs, spec, state
+from lib import cgroups, dns, host, images, network, ports, rootfs, spec, state, volumes
 from lib.host import MinidockerError
 from lib.logs import LogWriter
 
@@ -78,8 +78,8 @@ def running(rec: dict) -> bool:
 # ---------------------------------------------------------------- create
 def create(cfg: spec.RunConfig) -> str:
     """Make a container record and its directory; nothing runs yet."""
-    if cfg.network not in ("none", "host"):
-        network.find(cfg.network)
+    mode, bindings, mounts = _network_mode(cfg), [ports.parse(p) for p in cfg.publish], \
+        [volumes.parse(v) for v in cfg.volumes]
     if cfg.name and not state.valid_name(cfg.name):
         raise MinidockerError(f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     image_id, image = images.lookup(cfg.image)
@@ -110,6 +110,7 @@ def create(cfg: spec.RunConfig) -> str:
         limits = spec.limits(cfg)
         cgroup = f"{cfg.cgroup_parent or cgroups.default_parent()}/{cid}"
         oci = _oci_spec(cdir, images.layer_dirs(image), args, env, workdir, hostname, cfg, cgroup, limits)
+        oci["mounts"] += _name_files(cdir, mode, hostname, cfg.dns) + volumes.prepare(mounts)
         state.write_json(os.path.join(cdir, "config.json"), oci)
         _save({
             "Id": cid, "Created": state.now(), "Path": args[0], "Args": args[1:],
@@ -117,14 +118,16 @@ def create(cfg: spec.RunConfig) -> str:
                       "Error": "", "StartedAt": state.ZERO_TIME, "FinishedAt": state.ZERO_TIME},
             "Image": "sha256:" + image_id, "Name": "/" + name,
             "LogPath": os.path.join(cdir, "container-json.log"),
-            "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "NetworkMode": cfg.network,
-                           "CgroupParent": cfg.cgroup_parent},
+            "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "NetworkMode": mode,
+                           "CgroupParent": cfg.cgroup_parent, "IPAddress": cfg.ip, "Dns": cfg.dns,
+                           "PortBindings": ports.show(bindings),
+                           "Binds": [v for v in cfg.volumes if volumes.parse(v)["Type"] == "bind"]},
             "Config": {"Hostname": hostname, "Env": env, "Cmd": command, "Entrypoint": entrypoint or None,
                        "Image": cfg.image, "WorkingDir": workdir, "Tty": cfg.tty, "OpenStdin": cfg.interactive},
             "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Networks": {}, "Ports": {}},
-            "Mounts": [],
+            "Mounts": mounts,
             "Minidocker": {"Cgroup": cgroup, "PidStart": None, "MonitorPid": 0, "MonitorStart": None,
-                           "StopRequested": False},
+                           "StopRequested": False, "Publish": bindings, "Published": []},
         })
     except BaseException:
         state.release_name(name, cid)
@@ -145,6 +148,39 @@ def _merge_env(image_env: list[str], user_env: list[str]) -> list[str]:
     return [f"{k}={v}" for k, v in merged.items()]
 
 
+def _network_mode(cfg: spec.RunConfig) -> str:
+    """Check --network (and what depends on it); the mode as it is recorded."""
+    mode = cfg.network
+    if mode.startswith("container:"):
+        mode = "container:" + state.resolve(mode.removeprefix("container:"))
+    elif mode not in ("none", "host"):
+        net = network.find(mode)
+        if cfg.ip:
+            if net is network.DEFAULT:
+                raise MinidockerError("user specified IP address is supported on user defined networks only")
+            if network.ip_to_int(cfg.ip) not in network.hosts(net["Subnet"]):
+                raise MinidockerError(f"invalid IP address {cfg.ip}: not in {net['Subnet']} of network {mode}")
+        return net["Name"]
+    if cfg.ip:
+        raise MinidockerError(f"--ip needs a user-defined network, not --network {cfg.network}")
+    if cfg.publish:
+        raise MinidockerError(f"published ports need a bridge network, not --network {cfg.network}")
+    return mode
+
+
+def _name_files(cdir: str, mode: str, hostname: str, servers: list[str]) -> list[dict]:
+    """/etc/resolv.conf, hosts and hostname: the container's own (dns.py),
+    or, sharing another's network, that container's."""
+    if mode.startswith("container:"):
+        return dns.mounts(state.container_dir(mode.removeprefix("container:")))
+    resolv = dns.resolv_conf(servers) if mode != "host" or servers else host.read("/etc/resolv.conf")
+    dns.write_in_place(os.path.join(cdir, "resolv.conf"), resolv)
+    dns.write_in_place(os.path.join(cdir, "hostname"), hostname + "\n")
+    hosts = host.read("/etc/hosts") if mode == "host" else dns.hosts("", hostname, hostname, {})
+    dns.write_in_place(os.path.join(cdir, "hosts"), hosts)
+    return dns.mounts(cdir)
+
+
 def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], workdir: str,
               hostname: str, cfg: spec.RunConfig, cgroup: str, limits: dict) -> dict:
     """The OCI runtime spec (config.json) of this container."""
@@ -158,6 +194,7 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
     if limits["PidsLimit"]:
         resources["pids"] = {"limit": limits["PidsLimit"]}
     kinds = ["pid", "mount", "uts", "ipc"] + ([] if cfg.network == "host" else ["network"])
+    # --network container:X joins X's network namespace: its path is set at each start (X's PID changes).
     return {
         "ociVersion": "1.0.2",
         "process": {"terminal": cfg.tty, "user": {"uid": 0, "gid": 0}, "args": args, "env": env, "cwd": workdir},
@@ -184,7 +221,17 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
     cdir = state.container_dir(cid)
     oci = state.read_json(os.path.join(cdir, "config.json"))
     cgroup = cgroups.for_container(_private(rec)["Cgroup"])
+    mode = rec["HostConfig"]["NetworkMode"]
+    if mode.startswith("container:"):  # join its network namespace, by path (its PID 1 now)
+        other = refresh(load(mode.removeprefix("container:")))
+        if not running(other):
+            raise MinidockerError(f"cannot join network of a non running container: {other['Id'][:12]}")
+        for ns in oci["linux"]["namespaces"]:
+            if ns["type"] == "network":
+                ns["path"] = f"/proc/{other['State']['Pid']}/ns/net"
     init = None
+    net: dict = {}
+    published: list[dict] = []
     try:
         # The init starts first and builds the root filesystem while we
         # make its cgroup.  It cannot run the command before go(), so the
@@ -195,11 +242,17 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         # the kernel (~15 ms here): done now, it overlaps the init's mounts.
         cgroup.join(init.pid)
         init.wait_ready()
-        mode = rec["HostConfig"]["NetworkMode"]
-        net = network.attach(rec, init.pid) if mode not in ("none", "host") else {}
+        if mode not in ("none", "host") and not mode.startswith("container:"):
+            net = network.attach(rec, init.pid)
+            network.write_hosts(rec)
+            network.refresh_peers(mode)
+            published = ports.reserve(cid, _private(rec)["Publish"])
+            ports.publish(cid, net["IPAddress"], published)
+            net["Ports"] = ports.show(published)
 
         def started(r: dict) -> None:
             r["NetworkSettings"].update(net)
+            _private(r)["Published"] = published
             r["State"].update(Status="running", Running=True, Pid=init.pid, ExitCode=0, Error="",
                               OOMKilled=False, StartedAt=state.now(), FinishedAt=state.ZERO_TIME)
             _private(r).update(PidStart=state.process_start_time(init.pid), MonitorPid=os.getpid(),
@@ -218,6 +271,8 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
 
         update(cid, failed)
         _release(rec, cgroup)
+        if published:
+            ports.unpublish(cid, net["IPAddress"], published)
         raise
 
 
@@ -338,6 +393,10 @@ def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
     Its IP address stays reserved until `rm`, so a restart keeps it; its
     veth pair went with its network namespace (network.py)."""
     (cgroup or cgroups.for_container(_private(rec)["Cgroup"])).remove()
+    if _private(rec)["Published"]:
+        ports.unpublish(rec["Id"], rec["NetworkSettings"]["IPAddress"], _private(rec)["Published"])
+        _private(rec)["Published"] = []
+        rec["NetworkSettings"]["Ports"] = {}
 
 
 def refresh(rec: dict) -> dict:
@@ -437,6 +496,7 @@ def _remove_files(rec: dict) -> None:
     with contextlib.suppress(FileNotFoundError), state.locked(cdir):
         _release(rec)
         network.release(rec["Id"])
+        network.refresh_peers(rec["HostConfig"]["NetworkMode"], leaving=rec["Id"])
         state.release_name(rec["Name"].lstrip("/"), rec["Id"])
         state.remove_tree(cdir)
 

@@ -5,8 +5,9 @@ PID 1 of a new pid namespace.  Like runc's init it prepares the container
 from the inside, then becomes the user's command with execve(2), so that
 the command itself is PID 1:
 
-1. unshare(2) the mount, uts, ipc and net namespaces (what unshare(1)
-   --mount --uts --ipc --net does) and make every mount private;
+1. unshare(2) the mount, uts, ipc and net namespaces the spec asks for
+   (what `unshare --mount --uts --ipc --net` does), setns(2) into those it
+   names by path, and make every mount private;
 2. tell the monitor "R": from now on /proc/<pid>/ns/* are the container's;
 3. build the root filesystem (rootfs.py), set the hostname, bring up lo;
 4. wait for "go": meanwhile the monitor puts this process in its cgroups
@@ -22,16 +23,29 @@ import os
 
 from lib import host, rootfs
 
-CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWNET = 0x20000, 0x4000000, 0x8000000, 0x40000000
+# The namespaces the init can make or join, as the OCI spec names them.
+KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
+         "ipc": (0x8000000, "NEWIPC", "--ipc"), "network": (0x40000000, "NEWNET", "--net")}
 
 
-def _enter_namespaces(network: str) -> None:
-    flags, names, tool = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC, ["NEWNS", "NEWUTS", "NEWIPC"], \
-        "--mount --uts --ipc"
-    if network != "host":
-        flags, tool = flags | CLONE_NEWNET, tool + " --net"
-        names.append("NEWNET")
-    host.unshare(flags, "|".join("CLONE_" + n for n in names) + f")  # = unshare {tool}")
+def _enter_namespaces(namespaces: list[dict]) -> None:
+    """unshare(2) the new ones, setns(2) into the ones given by path.
+
+    A namespace with a path is another container's (`--network container:`):
+    joining it is what `nsenter --net=PATH` does.
+    """
+    new = [KINDS[n["type"]] for n in namespaces if n["type"] in KINDS and not n.get("path")]
+    flags = 0
+    for flag, _, _ in new:
+        flags |= flag
+    host.unshare(flags, "|".join("CLONE_" + name for _, name, _ in new)
+                 + ")  # = unshare " + " ".join(tool for _, _, tool in new))
+    for n in namespaces:
+        if n["type"] in KINDS and n.get("path"):
+            fd = os.open(n["path"], os.O_RDONLY)
+            host.setns(fd, KINDS[n["type"]][0], f"{n['path']}, CLONE_{KINDS[n['type']][1]})"
+                       f"  # = nsenter {KINDS[n['type']][2]}={n['path']}")
+            os.close(fd)
     # The new mount namespace starts as a copy of the host's, and where the
     # host's mounts are "shared" (systemd makes / shared) every mount made
     # here would propagate back onto the host.  Private first, then mount.
@@ -94,8 +108,8 @@ def _exec(process: dict) -> None:
 
 def main(spec: dict, go_fd: int, report_fd: int) -> None:
     """Become the container; returns only by raising."""
-    network = spec["annotations"].get("org.minidocker.network", "bridge")
-    _enter_namespaces(network)
+    namespaces = spec["linux"]["namespaces"]
+    _enter_namespaces(namespaces)
     os.write(report_fd, b"R")
     root = spec["root"]["path"]
     overlay = spec["annotations"]
@@ -104,7 +118,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     rootfs.mount_all(root, spec["mounts"])
     rootfs.make_devices(root, spec["linux"]["devices"])
     host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
-    if network != "host":
+    if any(n["type"] == "network" and not n.get("path") for n in namespaces):
         _loopback_up()
     if host.explaining():
         import shlex  # noqa: F401 -- explain quotes with it, and after pivot_root it cannot be found

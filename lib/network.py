@@ -39,8 +39,9 @@ sandbox "host" namespace and must see its interfaces, not the machine's.
 from __future__ import annotations
 
 import os
+import re
 
-from lib import host, state
+from lib import dns, host, state
 from lib.host import MinidockerError
 
 DEFAULT = {"Name": "bridge", "Bridge": "minidocker0", "Subnet": "172.18.0.0/24", "Gateway": "172.18.0.1"}
@@ -93,14 +94,130 @@ def hosts(subnet: str) -> range:
     return range(first + 1, first + (1 << (32 - prefix_len(subnet))) - 1)
 
 
+def parse_subnet(subnet: str) -> tuple[int, int]:
+    """A CIDR as (first address, prefix length); refuses what is not one."""
+    match = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3})/(\d{1,2})", subnet)
+    if not match or any(int(b) > 255 for b in match[1].split(".")) or not 8 <= int(match[2]) <= 30:
+        raise MinidockerError(f"invalid subnet {subnet}: an IPv4 CIDR from /8 to /30 is needed")
+    first, prefix = ip_to_int(match[1]), int(match[2])
+    if first & ((1 << (32 - prefix)) - 1):
+        raise MinidockerError(f"invalid subnet {subnet}: host bits are set (did you mean "
+                              f"{int_to_ip(first & ~((1 << (32 - prefix)) - 1))}/{prefix}?)")
+    return first, prefix
+
+
+def _overlap(a: str, b: str) -> bool:
+    (fa, pa), (fb, pb) = parse_subnet(a), parse_subnet(b)
+    return fa < fb + (1 << (32 - pb)) and fb < fa + (1 << (32 - pa))
+
+
+def _user_networks() -> dict[str, dict]:
+    try:
+        return state.read_json(_dir("networks.json"))
+    except FileNotFoundError:
+        return {}
+
+
 def find(name: str) -> dict:
     if name == "bridge":
         return DEFAULT
+    user = _user_networks()
+    if name in user:
+        return user[name]
+    matches = [n for n in user.values() if n["Id"].startswith(name)] if len(name) >= 3 else []
+    if len(matches) == 1:
+        return matches[0]
     raise MinidockerError(f"network {name} not found")
 
 
 def all_networks() -> list[dict]:
-    return [DEFAULT]
+    return [DEFAULT, *_user_networks().values()]
+
+
+def create(name: str, subnet: str | None, gateway: str | None) -> dict:
+    """A user-defined network: a bridge of its own on a subnet of its own."""
+    if not state.valid_name(name) or name in MODES:
+        raise MinidockerError(f"invalid network name {name!r}")
+    os.makedirs(_dir(), exist_ok=True)
+    with state.locked(_dir()):
+        user = _user_networks()
+        if name in user:
+            raise MinidockerError(f"network with name {name} already exists")
+        taken = [n["Subnet"] for n in all_networks()]
+        if subnet:
+            parse_subnet(subnet)  # refuses what is not a subnet
+            for other in all_networks():
+                if _overlap(subnet, other["Subnet"]):
+                    raise MinidockerError(f"invalid pool request: Pool overlaps with other one on this address "
+                                          f"space ({other['Subnet']}, network {other['Name']})")
+        else:  # the first free /24 of 172.19.0.0 - 172.31.255.0, as Docker picks from 172.17-31
+            subnet = next((f"172.{b}.{c}.0/24" for b in range(19, 32) for c in range(256)
+                           if not any(_overlap(f"172.{b}.{c}.0/24", t) for t in taken)), None)
+            if subnet is None:
+                raise MinidockerError("no free subnet left for a new network")
+        gateway = gateway or int_to_ip(parse_subnet(subnet)[0] + 1)
+        if ip_to_int(gateway) not in hosts(subnet):
+            raise MinidockerError(f"invalid gateway {gateway}: not a host address of {subnet}")
+        net_id = os.urandom(32).hex()
+        net = {"Name": name, "Id": net_id, "Bridge": "md-" + net_id[:12], "Subnet": subnet, "Gateway": gateway,
+               "Created": state.now()}
+        user[name] = net
+        state.write_json(_dir("networks.json"), user)
+    ensure_bridge(net)
+    return net
+
+
+def remove(name: str) -> None:
+    net = find(name)
+    if net is DEFAULT:
+        raise MinidockerError("bridge is a pre-defined network and cannot be removed", 1)
+    users = _ipam().get(net["Name"], {})
+    if users:
+        raise MinidockerError(f"error while removing network: network {name} id {net['Id'][:12]} has active "
+                              f"endpoints ({len(users)} container{'s' if len(users) > 1 else ''})", 1)
+    with state.locked(_dir()):
+        user = _user_networks()
+        user.pop(net["Name"], None)
+        state.write_json(_dir("networks.json"), user)
+    if net["Bridge"] in interfaces():
+        host.run(["ip", "link", "del", net["Bridge"]], "network")
+    _install_rules([n for n in all_networks() if n["Bridge"] in interfaces()])
+
+
+def members(net: dict) -> dict[str, str]:
+    """container ID -> IP address, for the containers that hold an address on a network."""
+    return {cid: ip for ip, cid in _ipam().get(net["Name"], {}).items()}
+
+
+def write_hosts(rec: dict) -> None:
+    """A container's /etc/hosts; on a user-defined network, with its peers.
+
+    Containers on a user-defined network reach each other by name: each
+    one's hosts file lists the others, and is rewritten as they come and go.
+    The default bridge does not do this, as in Docker.
+    """
+    mode = rec["HostConfig"]["NetworkMode"]
+    net = None if mode in ("none", "host") or mode.startswith("container:") else find(mode)
+    ips = members(net) if net else {}
+    peers = {}
+    if net is not None and net is not DEFAULT:
+        for other, ip in ips.items():
+            path = os.path.join(state.container_dir(other), "container.json")
+            if other != rec["Id"] and os.path.exists(path):
+                peers[state.read_json(path)["Name"].lstrip("/")] = ip
+    text = dns.hosts(ips.get(rec["Id"], ""), rec["Config"]["Hostname"], rec["Name"].lstrip("/"), peers)
+    dns.write_in_place(os.path.join(state.container_dir(rec["Id"]), "hosts"), text)
+
+
+def refresh_peers(net_name: str, leaving: str = "") -> None:
+    """Rewrite the hosts files of a user-defined network's containers."""
+    if net_name in ("bridge", "none", "host") or net_name.startswith("container:"):
+        return
+    with_net = find(net_name)
+    for cid in members(with_net):
+        path = os.path.join(state.container_dir(cid), "container.json")
+        if cid != leaving and os.path.exists(path):
+            write_hosts(state.read_json(path))
 
 
 # -------------------------------------------------------------------- IPAM
@@ -111,13 +228,21 @@ def _ipam() -> dict:
         return {}
 
 
-def allocate(net: dict, cid: str) -> str:
-    """The lowest free address of the subnet (the gateway excluded)."""
+def allocate(net: dict, cid: str, wanted: str = "") -> str:
+    """The address asked for, or the lowest free one (never the gateway)."""
     os.makedirs(_dir(), exist_ok=True)
     with state.locked(_dir()):
         ipam = _ipam()
         used = ipam.setdefault(net["Name"], {})
         taken = set(used) | {net["Gateway"]}
+        if wanted:
+            if used.get(wanted) == cid:
+                return wanted
+            if wanted in taken:
+                raise MinidockerError(f"Address already in use: {wanted} on network {net['Name']}")
+            used[wanted] = cid
+            state.write_json(_dir("ipam.json"), ipam)
+            return wanted
         for n in hosts(net["Subnet"]):
             if int_to_ip(n) not in taken:
                 used[int_to_ip(n)] = cid
@@ -152,9 +277,13 @@ def _ruleset(nets: list[dict], out: str | None) -> str:
     lines = ["*nat", f":{NAT_CHAIN} - [0:0]"]
     if out:
         lines += [f"-A {NAT_CHAIN} -s {n['Subnet']} -o {out} -j MASQUERADE" for n in nets]
+    # The host's own connections to 127.0.0.1:PUBLISHED (ports.py) leave with
+    # a loopback source: give them the bridge's, so the container can answer.
+    lines += [f"-A {NAT_CHAIN} -s 127.0.0.0/8 -o {br} -j MASQUERADE" for br in bridges]
     lines += ["COMMIT", "*filter", f":{CHAIN} - [0:0]"]
     for br in bridges:
         lines.append(f"-A {CHAIN} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+        lines.append(f"-A {CHAIN} -o {br} -m conntrack --ctstate DNAT -j ACCEPT")  # published ports
         # Containers on different networks must not reach each other.
         lines += [f"-A {CHAIN} -i {br} -o {other} -j DROP" for other in bridges if other != br]
         lines.append(f"-A {CHAIN} -i {br} -j ACCEPT")
@@ -162,7 +291,14 @@ def _ruleset(nets: list[dict], out: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-_JUMPS = (("nat", "POSTROUTING", NAT_CHAIN), ("filter", "FORWARD", CHAIN))
+DNAT_CHAIN = "MINIDOCKER-DNAT"  # per-container rules (ports.py): created once, never rewritten here
+_JUMPS = (("nat", "POSTROUTING", NAT_CHAIN), ("filter", "FORWARD", CHAIN),
+          ("nat", "PREROUTING", DNAT_CHAIN), ("nat", "OUTPUT", DNAT_CHAIN))
+_JUMP_MATCH = {DNAT_CHAIN: "-m addrtype --dst-type LOCAL "}  # only packets to the host's own addresses
+
+
+def _jump(chain: str, target: str) -> str:
+    return f"{chain} {_JUMP_MATCH.get(target, '')}{COMMENT} -j {target}"
 
 
 def _install_rules(nets: list[dict]) -> None:
@@ -175,10 +311,12 @@ def _install_rules(nets: list[dict]) -> None:
     """
     saved = host.run(["iptables-save"], "network")
     rules = _ruleset(nets, uplink())
+    if f":{DNAT_CHAIN} " not in saved:
+        rules = rules.replace("*nat\n", f"*nat\n:{DNAT_CHAIN} - [0:0]\n", 1)
     for table, chain, target in _JUMPS:
-        if f"-A {chain} {COMMENT} -j {target}" not in saved:
+        if f"-A {_jump(chain, target)}" not in saved:
             op = "-I" if chain == "FORWARD" else "-A"
-            rules = _add_line(rules, table, f"{op} {chain} {COMMENT} -j {target}")
+            rules = _add_line(rules, table, f"{op} {_jump(chain, target)}")
     host.run(["iptables-restore", "--noflush"], "network", stdin=rules)
 
 
@@ -209,6 +347,10 @@ def ensure_bridge(net: dict) -> None:
         f"link add {net['Bridge']} type bridge\n"
         f"addr add {net['Gateway']}/{prefix} dev {net['Bridge']}\n"
         f"link set {net['Bridge']} up\n"))
+    # A connection from the host to 127.0.0.1:PUBLISHED is DNAT'ed out of
+    # this bridge with its loopback source; Linux drops such packets on any
+    # interface but lo unless route_localnet allows it, here only.
+    host.write(f"/proc/sys/net/ipv4/conf/{net['Bridge']}/route_localnet", "1", step="network")
     _enable_forwarding()
     _install_rules([n for n in all_networks() if n["Bridge"] in interfaces()])
 
@@ -222,8 +364,7 @@ def attach(rec: dict, pid: int) -> dict:
     """Plug a started container into its network; return its settings."""
     net = find(rec["HostConfig"]["NetworkMode"])
     ensure_bridge(net)
-    ip = allocate(net, rec["Id"]) if not rec["NetworkSettings"]["IPAddress"] else \
-        rec["NetworkSettings"]["IPAddress"]
+    ip = allocate(net, rec["Id"], rec["NetworkSettings"]["IPAddress"] or rec["HostConfig"].get("IPAddress", ""))
     prefix = prefix_len(net["Subnet"])
     veth, mac = veth_name(rec["Id"]), mac_for(ip)
     try:
@@ -242,11 +383,16 @@ def attach(rec: dict, pid: int) -> dict:
 
 
 def prune() -> list[str]:
-    """Remove bridges no container uses, their rules, and restore ip_forward."""
+    """Remove networks and bridges no container uses, their rules; restore ip_forward."""
     used = {name for name, ips in _ipam().items() if ips}
     removed = []
     for net in all_networks():
-        if net["Name"] not in used and net["Bridge"] in interfaces():
+        if net["Name"] in used:
+            continue
+        if net is not DEFAULT:  # as Docker: unused user-defined networks go entirely
+            remove(net["Name"])
+            removed.append(net["Name"])
+        elif net["Bridge"] in interfaces():
             host.run(["ip", "link", "del", net["Bridge"]], "network")
             removed.append(net["Name"])
     remaining = [n for n in all_networks() if n["Bridge"] in interfaces()]
@@ -255,13 +401,15 @@ def prune() -> list[str]:
         return removed
     saved = host.run(["iptables-save"], "network")
     lines = []
-    for table, chain, target in _JUMPS:
-        if f":{target} " in saved:
-            lines += [f"*{table}"]
-            if f"-A {chain} {COMMENT} -j {target}" in saved:
-                lines.append(f"-D {chain} {COMMENT} -j {target}")
-            lines += [f"-F {target}", f"-X {target}", "COMMIT"]
-    if lines:
+    for table in ("nat", "filter"):
+        jumps = [(chain, target) for t, chain, target in _JUMPS if t == table]
+        lines.append(f"*{table}")
+        lines += [f"-D {_jump(chain, target)}" for chain, target in jumps if f"-A {_jump(chain, target)}" in saved]
+        for target in dict.fromkeys(target for _, target in jumps):
+            if f":{target} " in saved:
+                lines += [f"-F {target}", f"-X {target}"]
+        lines.append("COMMIT")
+    if any(not line.startswith(("*", "COMMIT")) for line in lines):
         host.run(["iptables-restore", "--noflush"], "network", stdin="\n".join(lines) + "\n")
     original = _dir(f"ip_forward.{_netns_key()}")
     if os.path.exists(original):

@@ -62,6 +62,35 @@ def _inside(rootfs: str, path: str) -> str:
     return os.path.join(rootfs, path.lstrip("/"))
 
 
+def secure_join(rootfs: str, path: str) -> str:
+    """rootfs + path, with every symlink followed as if rootfs were "/".
+
+    The mounts are made before pivot_root, while the host's tree is still
+    reachable: a plain join of `/data` where the image has `/data -> /etc`
+    would mount a volume over the host's /etc.  Here `..` stops at rootfs
+    and an absolute link starts again from it.
+    """
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    current, links = rootfs, 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = rootfs if current == rootfs else os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            links += 1
+            if links > 40:
+                raise host.MinidockerError(f"too many levels of symbolic links in {path}")
+            target = os.readlink(candidate)
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            if target.startswith("/"):
+                current = rootfs
+            continue
+        current = candidate
+    return current
+
+
 def mount_overlay(rootfs: str, lower: list[str], upper: str, work: str) -> None:
     host.mount("overlay", rootfs, "overlay", 0,
                f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}")
@@ -69,7 +98,7 @@ def mount_overlay(rootfs: str, lower: list[str], upper: str, work: str) -> None:
 
 def mount_all(rootfs: str, mounts: list[dict]) -> None:
     for m in mounts:
-        target = _inside(rootfs, m["destination"])
+        target = secure_join(rootfs, m["destination"])
         flags, data = 0, []
         for opt in m.get("options", []):
             if opt in _FLAGS:

@@ -44,6 +44,10 @@ class RunConfig:
     cpuset_cpus: str = ""
     cgroup_parent: str = ""
     network: str = "bridge"
+    ip: str = ""
+    dns: list[str] = []  # noqa: RUF012
+    publish: list[str] = []  # noqa: RUF012
+    volumes: list[str] = []  # noqa: RUF012
 
     def __init__(self, **fields: object) -> None:
         for key, value in fields.items():
