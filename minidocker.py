@@ -112,7 +112,8 @@ def _run_config(args: argparse.Namespace):
         memory=memory, memory_swap=swap, nano_cpus=spec.parse_cpus(args.cpus),
         pids_limit=max(args.pids_limit or 0, 0), cpuset_cpus=spec.parse_cpuset(args.cpuset_cpus),
         cgroup_parent=args.cgroup_parent or "", network=args.network, ip=args.ip or "", dns=args.dns,
-        publish=args.publish, volumes=args.volume)
+        publish=args.publish, volumes=args.volume, privileged=args.privileged, cap_add=args.cap_add,
+        cap_drop=args.cap_drop, security_opt=args.security_opt, read_only=args.read_only, user=args.user or "")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -441,6 +442,14 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
                    help="publish a port: [IP:]HOSTPORT:CONTAINERPORT[/tcp|udp]")
     p.add_argument("-v", "--volume", action="append", default=[],
                    help="HOSTPATH:CONTAINERPATH[:ro] or VOLUME:CONTAINERPATH[:ro]")
+    p.add_argument("--privileged", action="store_true", help="lift all confinement: every capability, "
+                   "no seccomp, no masked paths, every device")
+    p.add_argument("--cap-add", action="append", default=[], help="add a capability (ALL for all)")
+    p.add_argument("--cap-drop", action="append", default=[], help="drop a capability (ALL for all)")
+    p.add_argument("--security-opt", action="append", default=[],
+                   help="seccomp=unconfined|PROFILE.json, no-new-privileges")
+    p.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
+    p.add_argument("-u", "--user", help="run as uid[:gid]")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 

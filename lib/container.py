@@ -119,11 +119,14 @@ def create(cfg: spec.RunConfig) -> str:
             "Image": "sha256:" + image_id, "Name": "/" + name,
             "LogPath": os.path.join(cdir, "container-json.log"),
             "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "NetworkMode": mode,
+                           "Privileged": cfg.privileged, "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop,
+                           "SecurityOpt": cfg.security_opt, "ReadonlyRootfs": cfg.read_only,
                            "CgroupParent": cfg.cgroup_parent, "IPAddress": cfg.ip, "Dns": cfg.dns,
                            "PortBindings": ports.show(bindings),
                            "Binds": [v for v in cfg.volumes if volumes.parse(v)["Type"] == "bind"]},
             "Config": {"Hostname": hostname, "Env": env, "Cmd": command, "Entrypoint": entrypoint or None,
-                       "Image": cfg.image, "WorkingDir": workdir, "Tty": cfg.tty, "OpenStdin": cfg.interactive},
+                       "Image": cfg.image, "WorkingDir": workdir, "Tty": cfg.tty, "OpenStdin": cfg.interactive,
+                       "User": cfg.user},
             "NetworkSettings": {"IPAddress": "", "Gateway": "", "MacAddress": "", "Networks": {}, "Ports": {}},
             "Mounts": mounts,
             "Minidocker": {"Cgroup": cgroup, "PidStart": None, "MonitorPid": 0, "MonitorStart": None,
@@ -193,16 +196,39 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
         resources.setdefault("cpu", {})["cpus"] = limits["CpusetCpus"]
     if limits["PidsLimit"]:
         resources["pids"] = {"limit": limits["PidsLimit"]}
+    from lib import security
+
+    caps = security.capabilities(cfg.cap_add, cfg.cap_drop, cfg.privileged,
+                                 mknod_safe=cgroups.devices_controlled())
+    seccomp, no_new_privs = (None if cfg.privileged else security.default_seccomp()), False
+    for opt in cfg.security_opt:
+        key, _, value = opt.partition("=" if "=" in opt else ":")
+        if key == "no-new-privileges" and value in ("", "true"):
+            no_new_privs = True
+        elif key == "seccomp":
+            seccomp = None if value == "unconfined" else security.load_profile(value)
+        elif not (key == "no-new-privileges" and value == "false"):
+            raise MinidockerError(f"invalid --security-opt: {opt}")
+    uid, gid = security.parse_user(cfg.user) if cfg.user else (0, 0)
+    mounts = rootfs.default_mounts()
+    if cfg.privileged:  # /sys writable, as Docker gives a privileged container
+        mounts = [{**m, "options": [o for o in m["options"] if o != "ro"]} if m["type"] == "sysfs" else m
+                  for m in mounts]
     kinds = ["pid", "mount", "uts", "ipc"] + ([] if cfg.network == "host" else ["network"])
     # --network container:X joins X's network namespace: its path is set at each start (X's PID changes).
     return {
         "ociVersion": "1.0.2",
-        "process": {"terminal": cfg.tty, "user": {"uid": 0, "gid": 0}, "args": args, "env": env, "cwd": workdir},
-        "root": {"path": os.path.join(cdir, "rootfs"), "readonly": False},
+        "process": {"terminal": cfg.tty, "user": {"uid": uid, "gid": gid}, "args": args, "env": env,
+                    "cwd": workdir, "noNewPrivileges": no_new_privs,
+                    "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                                     "inheritable": caps, "ambient": []}},
+        "root": {"path": os.path.join(cdir, "rootfs"), "readonly": cfg.read_only},
         "hostname": hostname,
-        "mounts": rootfs.default_mounts(),
+        "mounts": mounts,
         "linux": {"namespaces": [{"type": k} for k in kinds], "cgroupsPath": cgroup,
-                  "resources": resources, "devices": rootfs.default_devices()},
+                  "resources": resources, "devices": rootfs.default_devices(), "seccomp": seccomp,
+                  "maskedPaths": [] if cfg.privileged else security.MASKED,
+                  "readonlyPaths": [] if cfg.privileged else security.READONLY},
         "annotations": {"org.minidocker.overlay.lowerdir": ":".join(lower),
                         "org.minidocker.overlay.upperdir": os.path.join(cdir, "upper"),
                         "org.minidocker.overlay.workdir": os.path.join(cdir, "work"),
@@ -511,25 +537,17 @@ def wait(ref: str) -> int:
 
 # ------------------------------------------------------------------ exec
 def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactive: bool) -> int:
-    """Run a command inside a running container: its namespaces, root and cgroup."""
-    import subprocess
-
-    from lib import namespaces
+    """Run a command inside a running container: its namespaces, root, cgroup
+    and confinement (runtime.exec_in).  Its exit code."""
+    from lib import runtime
 
     rec = find(ref)
     if not running(rec):
         raise MinidockerError(f"container {rec['Id']} is not running", 1)
+    oci = state.read_json(os.path.join(state.container_dir(rec["Id"]), "config.json"))
+    process = {**oci["process"], "args": command, "env": _merge_env(rec["Config"]["Env"], env),
+               "cwd": workdir or rec["Config"]["WorkingDir"]}
     procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(_private(rec)["Cgroup"]).dirs()]
-
-    def join_cgroup() -> None:  # in the child, before nsenter: no unlimited window
-        for f in procs:
-            host.write(f, str(os.getpid()))
-
-    argv = namespaces.nsenter_argv(rec["State"]["Pid"], workdir or rec["Config"]["WorkingDir"]) + command
-    proc = host.spawn(argv, "exec", stdin=0 if interactive else subprocess.DEVNULL,
-                      env=dict(e.split("=", 1) for e in _merge_env(rec["Config"]["Env"], env)),
-                      preexec_fn=join_cgroup)
-    for sig in (signal.SIGINT, signal.SIGQUIT):
+    for sig in (signal.SIGINT, signal.SIGQUIT):  # the terminal's Ctrl-C is the process's, not ours
         signal.signal(sig, signal.SIG_IGN)
-    code = proc.wait()
-    return code if code >= 0 else 128 - code
+    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), procs, interactive)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 
-from lib import host, rootfs
+from lib import host, rootfs, security
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
@@ -81,12 +81,13 @@ def _execvpe(file: str, args: list[str], env: dict[str, str]) -> None:
     raise error
 
 
-def _exec(process: dict) -> None:
+def exec_process(process: dict, seccomp_filter: object = None) -> None:
+    """Become the process: its directory, confinement, then execve(2)."""
     import signal
 
-    # Python ignores SIGPIPE and SIGXFSZ for itself, and an ignored signal
-    # stays ignored across execve: give the command the defaults back.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+    # Python ignores SIGPIPE and SIGXFSZ for itself (and exec's parent, Ctrl-C),
+    # and an ignored signal stays ignored across execve: restore the defaults.
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     env = dict(e.split("=", 1) for e in process["env"] if "=" in e)
     args = process["args"]
@@ -94,6 +95,7 @@ def _exec(process: dict) -> None:
     os.makedirs(cwd, exist_ok=True)  # Docker creates a missing -w directory
     os.chdir(cwd)
     os.umask(0o022)
+    security.drop_to(process, seccomp_filter)
     host.explain("exec", ["execve", *args])
     try:
         _execvpe(args[0], args, env)
@@ -117,6 +119,10 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
                          overlay["org.minidocker.overlay.upperdir"], overlay["org.minidocker.overlay.workdir"])
     rootfs.mount_all(root, spec["mounts"])
     rootfs.make_devices(root, spec["linux"]["devices"])
+    security.mask_paths(root, spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
+    seccomp = security.compile_seccomp(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
+    if spec["root"].get("readonly"):
+        host.mount("", root, None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
     host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
     if any(n["type"] == "network" and not n.get("path") for n in namespaces):
         _loopback_up()
@@ -126,7 +132,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     if os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
     try:
-        _exec(spec["process"])
+        exec_process(spec["process"], seccomp)
     except host.MinidockerError as e:
         os.write(report_fd, f"{e.code} {e}".encode())
         os._exit(e.code)

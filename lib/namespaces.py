@@ -20,8 +20,10 @@ unshare(CLONE_NEWPID), fork, and setns() back to its own pid namespace.
 The monitor stays PID 1's parent and waitpid(2) tells it the exact exit
 code, 137 for the OOM killer included.
 
-Entering a running container (exec) is nsenter(1)'s job: setns(2) into
-each namespace of its PID 1.
+Entering a running container (exec) is what nsenter(1) does: setns(2) into
+each namespace of its PID 1.  minidocker does it in a forked child so that
+the new process also gets the container's confinement (security.py) before
+its execve, as runc's "setns init" does; nsenter would leave it all powers.
 """
 
 from __future__ import annotations
@@ -37,12 +39,20 @@ KINDS = ("pid", "mnt", "uts", "ipc", "net")
 
 
 @contextlib.contextmanager
-def pid_namespace_for_next_child() -> Iterator[None]:
-    """Within this block, a child we start is PID 1 of a new pid namespace."""
+def pid_namespace_for_next_child(join: int | None = None) -> Iterator[None]:
+    """Within this block, a child we fork is PID 1 of a new pid namespace
+    or, with `join`, a member of that process's pid namespace."""
     parent = os.getpid()
     own = os.open("/proc/self/ns/pid", os.O_RDONLY)
     try:
-        host.unshare(CLONE_NEWPID, "CLONE_NEWPID) # our next child is PID 1 of a new pid namespace")
+        if join is None:
+            host.unshare(CLONE_NEWPID, "CLONE_NEWPID) # our next child is PID 1 of a new pid namespace")
+        else:
+            target = os.open(f"/proc/{join}/ns/pid", os.O_RDONLY)
+            try:
+                host.setns(target, CLONE_NEWPID, f"/proc/{join}/ns/pid, CLONE_NEWPID)  # = nsenter --pid")
+            finally:
+                os.close(target)
         yield
     finally:
         if os.getpid() == parent:  # a child forked in the block leaves this to us
@@ -55,12 +65,16 @@ def inode(pid: int | str, kind: str) -> int:
     return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
 
 
-def nsenter_argv(pid: int, workdir: str) -> list[str]:
-    """nsenter(1) into every namespace of a running container, and its root.
+# setns(2) flag of each namespace exec enters; mnt last: it also moves our root.
+JOIN = (("ipc", 0x8000000, "--ipc"), ("uts", 0x4000000, "--uts"), ("net", 0x40000000, "--net"),
+        ("mnt", 0x20000, "--mount"))
 
-    --pid makes nsenter fork: setns(CLONE_NEWPID) too only affects children.
-    --wd opens its directory before entering anything, in the host's view of
-    the files, so the container's directory is named through /proc/PID/root.
-    """
-    return ["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", f"--wd=/proc/{pid}/root/{workdir.lstrip('/')}"]
+
+def join_all(pid: int) -> None:
+    """Enter a running container's namespaces, as nsenter(1) would."""
+    for kind, flag, tool in JOIN:
+        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+        try:
+            host.setns(fd, flag, f"/proc/{pid}/ns/{kind})  # = nsenter {tool}", step="exec")
+        finally:
+            os.close(fd)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from lib import host, init, namespaces
+from lib import host, init, namespaces, security
 from lib.host import MinidockerError
 
 INHERIT, NULL, PIPE = "inherit", "null", "pipe"
@@ -132,3 +132,51 @@ class Init:
             _, status = os.waitpid(self.pid, 0)
             self.status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
         return self.status
+
+
+def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_procs: list[str],
+            interactive: bool) -> int:
+    """Run a process inside a running container (exec); its exit code.
+
+    A forked child joins the container's cgroup and pid namespace (as a
+    member, not PID 1), then its ipc, uts, net and mount namespaces (the
+    last also makes the container's / our root), and takes on the same
+    capabilities, seccomp filter and user as the container's PID 1.
+    """
+    report_r, report_w = os.pipe()
+    # Compiled here: after setns into the container's mounts, the host's
+    # Python library (and libseccomp's bindings) can no longer be found.
+    seccomp = security.compile_seccomp(seccomp_profile) if seccomp_profile else None
+    with namespaces.pid_namespace_for_next_child(join=target):
+        pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(report_r)
+            for procs in cgroup_procs:  # before anything runs: no unlimited window
+                host.write(procs, str(os.getpid()))
+            if not interactive:
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.close(null)
+            if host.explaining():
+                import shlex  # noqa: F401 -- explain quotes with it; after joining the mounts it is gone
+            namespaces.join_all(target)
+            init.exec_process(process, seccomp)
+        except host.MinidockerError as e:
+            with contextlib.suppress(BaseException):
+                os.write(report_w, f"{e.code} {e}".encode())
+            os._exit(e.code)
+        except BaseException as e:
+            with contextlib.suppress(BaseException):
+                os.write(report_w, f"{host.EXIT_CANNOT_INVOKE} exec: {e}".encode())
+        os._exit(host.EXIT_CANNOT_INVOKE)
+    os.close(report_w)
+    report = b""
+    while chunk := os.read(report_r, 4096):
+        report += chunk
+    os.close(report_r)
+    _, status = os.waitpid(pid, 0)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    if report:
+        raise MinidockerError(report.decode().partition(" ")[2], code)
+    return code

@@ -48,6 +48,12 @@ class RunConfig:
     dns: list[str] = []  # noqa: RUF012
     publish: list[str] = []  # noqa: RUF012
     volumes: list[str] = []  # noqa: RUF012
+    privileged: bool = False
+    cap_add: list[str] = []  # noqa: RUF012
+    cap_drop: list[str] = []  # noqa: RUF012
+    security_opt: list[str] = []  # noqa: RUF012
+    read_only: bool = False
+    user: str = ""
 
     def __init__(self, **fields: object) -> None:
         for key, value in fields.items():

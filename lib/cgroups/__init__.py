@@ -117,6 +117,13 @@ class Cgroup:
                 host.explain("cgroups", f"rmdir {parent}")
 
 
+def devices_controlled() -> bool:
+    """Can a devices cgroup refuse access to device nodes here?  Only on v1:
+    v2 does it with a BPF program instead of a file (security.py)."""
+    unified, controllers = _mounts()
+    return not unified and "devices" in controllers
+
+
 def for_container(name: str) -> Cgroup:
     from lib.cgroups import v1, v2
 

@@ -13,6 +13,7 @@ import os
 
 from lib import host
 from lib.cgroups import Cgroup, host_memory, make_dirs
+from lib.security import DEVICES_ALLOWED
 
 # What every container is put in; cpuset only when it is asked for, since a
 # new v1 cpuset starts with no CPUs and must be filled before anyone joins.
@@ -30,7 +31,7 @@ class Cgroup1(Cgroup):
         return os.path.join(self.mounts[controller], self.name, *([file] if file else []))
 
     def dirs(self) -> list[str]:
-        controllers = [c for c in (*_ALWAYS, "cpuset") if c in self.mounts]
+        controllers = [c for c in (*_ALWAYS, "cpuset", "devices") if c in self.mounts]
         found = dict.fromkeys(self._path(c) for c in controllers)  # shared mounts once
         return [d for d in found if os.path.isdir(d)]
 
@@ -56,6 +57,14 @@ class Cgroup1(Cgroup):
             host.write(self._path("pids", "pids.max"), str(limits["PidsLimit"]))
         if limits.get("CpusetCpus") and "cpuset" in self.mounts:
             self._create_cpuset(limits["CpusetCpus"])
+        if "devices" in self.mounts:
+            make_dirs(self._path("devices"))
+            if not limits.get("Privileged"):
+                # Deny every device, then allow the harmless ones and mknod (m)
+                # of anything: a node made for the host's disk cannot be opened.
+                host.write(self._path("devices", "devices.deny"), "a")
+                for rule in DEVICES_ALLOWED:
+                    host.write(self._path("devices", "devices.allow"), rule)
 
     def _create_cpuset(self, cpus: str) -> None:
         top = self.mounts["cpuset"]

@@ -1,0 +1,231 @@
+"""Confinement: what root inside a container may still do, as `docker run` allows.
+
+Namespaces hide the host; they do not take root's powers away.  A root
+process with every capability could mount the host's disk, load a kernel
+module or setns() back into the host.  So, by default, like Docker:
+
+* **capabilities**: root's powers, split into ~40 bits.  The container keeps
+  Docker's 14 (CHOWN, KILL, NET_BIND_SERVICE, ...) in every set; not
+  SYS_ADMIN (mount, setns), SYS_MODULE, SYS_TIME, NET_ADMIN, SYS_PTRACE.
+  /proc/1/status then reads CapBnd = CapEff = CapPrm = 00000000a80425fb.
+* **seccomp**: a filter on system calls, checked by the kernel on every call.
+  Some calls are refused even to a process that holds the capability:
+  mount, unshare, setns, keyctl, bpf, ptrace, reboot, ...  The filter is
+  compiled by libseccomp (python3-seccomp), which knows each architecture's
+  syscall numbers and its compat ABIs; writing the BPF by hand means getting
+  x32 and i386 calls through int 0x80 right, or being bypassed by them.
+* **masked and read-only paths**: /proc/kcore and friends are covered with
+  /dev/null or an empty tmpfs; /proc/sys, /proc/sysrq-trigger are read-only.
+* **devices**: on cgroup v1 a devices cgroup allows only the harmless
+  character devices, so `mknod /dev/sda` gives a node that cannot be opened.
+  cgroup v2 has no devices file (its equivalent is a BPF program), so there
+  the container gets no CAP_MKNOD instead.
+
+`--privileged` lifts all of it; `--cap-add/--cap-drop`, `--security-opt
+seccomp=...|no-new-privileges`, `--read-only` and `--user` adjust it.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lib import host
+from lib.host import MinidockerError
+
+CAPS = ["CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
+        "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
+        "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
+        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+        "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+        "CHECKPOINT_RESTORE"]  # in bit order: CAP_CHOWN is bit 0
+DOCKER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID", "SETFCAP",
+               "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
+MASKED = ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"]
+READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# Refused with EPERM by the default filter (Docker's profile refuses these and more).
+DENIED = ["mount", "umount2", "unshare", "setns", "pivot_root", "chroot", "keyctl", "add_key", "request_key",
+          "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot", "swapon",
+          "swapoff", "bpf", "perf_event_open", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+          "clock_settime", "settimeofday", "clock_adjtime", "open_by_handle_at", "name_to_handle_at",
+          "userfaultfd", "acct", "quotactl", "lookup_dcookie", "iopl", "ioperm", "syslog", "uselib", "ustat",
+          "sysfs", "vhangup", "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree",
+          "mount_setattr", "personality", "get_mempolicy", "set_mempolicy", "mbind", "move_pages"]
+# clone(2) may make processes, not namespaces: refused when its flags ask for one.
+CLONE_NEWFLAGS = {"CLONE_NEWNS": 0x20000, "CLONE_NEWCGROUP": 0x2000000, "CLONE_NEWUTS": 0x4000000,
+                  "CLONE_NEWIPC": 0x8000000, "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
+                  "CLONE_NEWNET": 0x40000000}
+EPERM, ENOSYS = 1, 38
+DEVICES_ALLOWED = ["c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                   "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm"]
+
+
+def capabilities(add: list[str], drop: list[str], privileged: bool, mknod_safe: bool) -> list[str]:
+    """The capability names a container keeps, as the OCI spec writes them."""
+    def names(values: list[str]) -> set[str]:
+        out = set()
+        for value in values:
+            cap = value.upper().removeprefix("CAP_")
+            if cap == "ALL":
+                out |= set(CAPS)
+            elif cap in CAPS:
+                out.add(cap)
+            else:
+                raise MinidockerError(f"invalid capability: {value}")
+        return out
+
+    keep = set(CAPS) if privileged else set(DOCKER_CAPS) - (set() if mknod_safe else {"MKNOD"})
+    keep = (keep - names(drop)) | names(add)  # as Docker: --cap-drop ALL --cap-add X keeps X
+    return ["CAP_" + c for c in CAPS if c in keep]
+
+
+def default_seccomp() -> dict:
+    """The default filter, in the OCI spec's form (Docker's profile format)."""
+    rules = [{"names": DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
+             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}]  # glibc falls back to clone
+    rules += [{"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+               "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}]}
+              for flag in CLONE_NEWFLAGS.values()]
+    return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+
+
+def load_profile(path: str) -> dict:
+    """A seccomp profile in Docker's JSON format (--security-opt seccomp=FILE)."""
+    import json
+
+    try:
+        with open(path) as f:
+            profile = json.load(f)
+    except (OSError, ValueError) as e:
+        raise MinidockerError(f"opening seccomp profile ({path}) failed: {e}") from None
+    if "defaultAction" not in profile:
+        raise MinidockerError(f"seccomp profile {path}: no defaultAction")
+    syscalls = []
+    for rule in profile.get("syscalls", []):
+        names = rule.get("names") or ([rule["name"]] if "name" in rule else [])
+        syscalls.append({k: v for k, v in {**rule, "names": names}.items() if k in
+                         ("names", "action", "errnoRet", "args")})
+    return {"defaultAction": profile["defaultAction"], "syscalls": syscalls}
+
+
+# ------------------------------------------------- in the container init
+def mask_paths(rootfs: str, masked: list[str], readonly: list[str]) -> None:
+    """Cover masked paths; make read-only ones read-only.  Before pivot_root."""
+    for path in masked:
+        target = os.path.join(rootfs, path.lstrip("/"))
+        if os.path.isdir(target):
+            host.mount("tmpfs", target, "tmpfs", host.MS_RDONLY, "size=0", step="security")
+        elif os.path.exists(target):
+            host.mount("/dev/null", target, None, host.MS_BIND, step="security")
+    for path in readonly:
+        target = os.path.join(rootfs, path.lstrip("/"))
+        if os.path.exists(target):
+            host.mount(target, target, None, host.MS_BIND | host.MS_REC, step="security")
+            host.mount("", target, None, host.MS_BIND | host.MS_REMOUNT | host.MS_RDONLY | host.MS_NOSUID
+                       | host.MS_NODEV | host.MS_NOEXEC, step="security")
+
+
+def _seccomp_module():
+    import site
+    import sys
+
+    # python3-seccomp lives in the system's dist-packages, which -S left out.
+    for directory in site.getsitepackages():
+        if directory not in sys.path:
+            sys.path.append(directory)
+    try:
+        import seccomp
+    except ImportError:
+        raise MinidockerError("seccomp needs libseccomp's Python bindings: apt-get install python3-seccomp "
+                              "(or run with --security-opt seccomp=unconfined)") from None
+    return seccomp
+
+
+def compile_seccomp(profile: dict):
+    """Build the filter with libseccomp; loading it waits until just before execve."""
+    seccomp = _seccomp_module()
+
+    def action(rule: dict):
+        name = rule["action"]
+        if name == "SCMP_ACT_ERRNO":
+            return seccomp.ERRNO(rule.get("errnoRet", EPERM))
+        return {"SCMP_ACT_ALLOW": seccomp.ALLOW, "SCMP_ACT_KILL": seccomp.KILL, "SCMP_ACT_TRAP": seccomp.TRAP,
+                "SCMP_ACT_LOG": seccomp.LOG, "SCMP_ACT_KILL_PROCESS": seccomp.KILL_PROCESS,
+                "SCMP_ACT_KILL_THREAD": seccomp.KILL}.get(name, seccomp.KILL)
+
+    ops = {"SCMP_CMP_NE": seccomp.NE, "SCMP_CMP_LT": seccomp.LT, "SCMP_CMP_LE": seccomp.LE,
+           "SCMP_CMP_EQ": seccomp.EQ, "SCMP_CMP_GE": seccomp.GE, "SCMP_CMP_GT": seccomp.GT,
+           "SCMP_CMP_MASKED_EQ": seccomp.MASKED_EQ}
+    flt = seccomp.SyscallFilter(action({"action": profile["defaultAction"]}))
+    # libseccomp sets no_new_privs before loading, by default.  Docker leaves it
+    # off unless asked (--security-opt no-new-privileges); with CAP_SYS_ADMIN,
+    # still ours at load time, the kernel does not require it.
+    flt.set_attr(seccomp.Attr.CTL_NNP, 0)
+    for rule in profile["syscalls"]:
+        args = [seccomp.Arg(a["index"], ops[a["op"]], a["value"], a.get("valueTwo", 0))
+                for a in rule.get("args", [])]
+        for name in rule["names"]:
+            try:
+                flt.add_rule(action(rule), name, *args)
+            except (RuntimeError, ValueError):
+                continue  # a call this kernel or architecture does not have
+    return flt
+
+
+def _prctl(option: int, arg: int) -> None:
+    host._call("prctl", option, arg, 0, 0, 0)
+
+
+def drop_to(process: dict, seccomp_filter) -> None:
+    """The last steps before execve: no_new_privs, seccomp, capabilities, user."""
+    import ctypes
+
+    caps = process.get("capabilities")
+    if process.get("noNewPrivileges"):
+        host.explain("security", "prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries no longer gain anything")
+        _prctl(38, 1)
+    if seccomp_filter is not None:
+        host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # the default profile: refuse mount, "
+                                 "unshare, setns, keyctl, bpf, ptrace, reboot, ...")
+        seccomp_filter.load()
+    if caps is not None:
+        keep = {CAPS.index(c.removeprefix("CAP_")) for c in caps["bounding"]}
+        last = int(host.read("/proc/sys/kernel/cap_last_cap"))
+        host.explain("security", f"setpriv --bounding-set -all,+{',+'.join(c[4:].lower() for c in caps['bounding'])}"
+                                 " --inh-caps ... --ambient-caps -all")
+        for cap in range(last + 1):
+            if cap not in keep:
+                _prctl(24, cap)  # PR_CAPBSET_DROP
+        _prctl(47, 4)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+
+        def mask(names: list[str]) -> int:
+            bits = 0
+            for c in names:
+                bits |= 1 << CAPS.index(c.removeprefix("CAP_"))
+            return bits
+
+        # Nobody can grant what they do not hold: --privileged means every
+        # capability of ours (a host may withhold some from root itself).
+        with open("/proc/self/status") as f:
+            held = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
+        eff, prm, inh = (mask(caps[k]) & held for k in ("effective", "permitted", "inheritable"))
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+        data = (ctypes.c_uint32 * 6)(eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF,
+                                     eff >> 32, prm >> 32, inh >> 32)
+        host._call("capset", header, data)
+    user = process.get("user", {})
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    if uid or gid or user.get("additionalGids"):
+        host.explain("security", f"setpriv --reuid={uid} --regid={gid} --groups="
+                                 f"{','.join(map(str, user.get('additionalGids', []))) or ''}")
+        os.setgroups(user.get("additionalGids", []))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+
+
+def parse_user(value: str) -> tuple[int, int]:
+    """--user uid[:gid], numbers only: names would need the image's /etc/passwd."""
+    uid, _, gid = value.partition(":")
+    if not uid.isdigit() or (gid and not gid.isdigit()):
+        raise MinidockerError(f"--user {value}: give a numeric uid[:gid]")
+    return int(uid), int(gid) if gid else 0
