@@ -218,7 +218,7 @@ def drop_to(process: dict, seccomp_filter) -> None:
     if uid or gid or user.get("additionalGids"):
         host.explain("security", f"setpriv --reuid={uid} --regid={gid} --groups="
                                  f"{','.join(map(str, user.get('additionalGids', []))) or ''}")
-        os.setgroups(user.get("additionalGids", []))
+        os.setgroups(user.get("additionalGids") or [gid])  # as Docker: the primary group, again
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
 

@@ -36,7 +36,7 @@ HOST_IP, UPLINK_IP, PUBLIC_IP = "10.231.250.2", "10.231.250.1", "198.51.100.7"
 # nsenter --net, not `ip netns exec`, which would remount /sys and hide cgroupfs.
 MINIDOCKER = ["nsenter", f"--net=/run/netns/{SANDBOX}", os.path.join(TOP, "minidocker.py")]
 PHASES = {"1": "Phase 1: Isolation", "2A": "Phase 2A: Resources", "2B": "Phase 2B: Lifecycle",
-          "2C": "Phase 2C: Networking", "3": "Phase 3: Networks"}
+          "2C": "Phase 2C: Networking", "3": "Phase 3: Networks", "4": "Security: the escape table"}
 
 
 def md(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
