@@ -113,7 +113,8 @@ def _run_config(args: argparse.Namespace):
         pids_limit=max(args.pids_limit or 0, 0), cpuset_cpus=spec.parse_cpuset(args.cpuset_cpus),
         cgroup_parent=args.cgroup_parent or "", network=args.network, ip=args.ip or "", dns=args.dns,
         publish=args.publish, volumes=args.volume, privileged=args.privileged, cap_add=args.cap_add,
-        cap_drop=args.cap_drop, security_opt=args.security_opt, read_only=args.read_only, user=args.user or "")
+        cap_drop=args.cap_drop, security_opt=args.security_opt, read_only=args.read_only, user=args.user or "",
+        pull=args.pull)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -393,6 +394,32 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from lib import registry
+
+    image_id = registry.pull(args.reference, args.platform or "", args.insecure)
+    print(f"Status: Downloaded {registry.parse(args.reference)[3]}\nsha256:{image_id}")
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from lib import images
+
+    images.tag(args.source, args.target)
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    from lib import images
+
+    def remove(ref: str) -> None:
+        image_id, _ = images.lookup(ref, pull="never")
+        users = [c for c in state.all_ids() if container.load(c)["Image"] == "sha256:" + image_id]
+        print("\n".join(images.remove(ref, args.force, users)))
+
+    return _each(args.images, remove, show=False)
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from lib import images
 
@@ -450,6 +477,9 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
                    help="seccomp=unconfined|PROFILE.json, no-new-privileges")
     p.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
     p.add_argument("-u", "--user", help="run as uid[:gid]")
+    p.add_argument("--pull", choices=["missing", "always", "never"],
+                   default=os.environ.get("MINIDOCKER_PULL", "missing"),
+                   help="pull the image from its registry: missing (default), always, never")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -536,6 +566,22 @@ def _volume_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="*")
 
 
+def _pull_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--platform", help="os/arch[/variant] from a multi-platform image (default: this host's)")
+    p.add_argument("--insecure", action="store_true", help="plain http to a registry not on this machine")
+    p.add_argument("reference", metavar="NAME[:TAG|@DIGEST]")
+
+
+def _tag_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source")
+    p.add_argument("target")
+
+
+def _rmi_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--force", action="store_true", help="untag even while a container uses it")
+    p.add_argument("images", nargs="+")
+
+
 def _no_flags(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -565,6 +611,9 @@ VERBS = {
     "network": (cmd_network, _network_flags, "manage networks: create, ls, inspect, rm, prune"),
     "volume": (cmd_volume, _volume_flags, "manage named volumes: create, ls, inspect, rm"),
     "images": (cmd_images, _no_flags, "list images"),
+    "pull": (cmd_pull, _pull_flags, "fetch an image from a registry"),
+    "tag": (cmd_tag, _tag_flags, "give an image another name"),
+    "rmi": (cmd_rmi, _rmi_flags, "remove images (and layers no image uses)"),
     "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
 }
 _NO_HELP_FLAG = {"run", "create"}  # -h is --hostname there, as in Docker

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import time
@@ -82,7 +83,7 @@ def create(cfg: spec.RunConfig) -> str:
         [volumes.parse(v) for v in cfg.volumes]
     if cfg.name and not state.valid_name(cfg.name):
         raise MinidockerError(f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
-    image_id, image = images.lookup(cfg.image)
+    image_id, image = images.lookup(cfg.image, cfg.pull)
     conf = image.get("config", {})
     entrypoint = cfg.entrypoint if cfg.entrypoint is not None else (conf.get("Entrypoint") or [])
     command = cfg.command or ([] if cfg.entrypoint is not None else conf.get("Cmd") or [])
@@ -90,6 +91,8 @@ def create(cfg: spec.RunConfig) -> str:
     if not args:
         raise MinidockerError("No command specified")
     env = _merge_env(conf.get("Env") or [], cfg.env)
+    if not cfg.user and re.fullmatch(r"\d+(:\d+)?", conf.get("User") or ""):
+        cfg.user = conf["User"]  # the image's USER, where it is numeric
     cid = state.new_id()
     cdir = state.container_dir(cid)
     os.makedirs(cdir)

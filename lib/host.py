@@ -113,6 +113,22 @@ def spawn(argv: list[str], step: str, **popen_args: object) -> subprocess.Popen:
         raise HostError(argv[0], "command not found on the host (run .ci/setup-host)") from None
 
 
+def system_module(name: str, package: str):
+    """Import a module Debian packages for the system Python (python3-seccomp,
+    python3-zstandard): minidocker runs with -S, which leaves them off sys.path."""
+    import importlib
+    import site
+    import sys
+
+    for directory in site.getsitepackages():
+        if directory not in sys.path:
+            sys.path.append(directory)
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise MinidockerError(f"this needs the {name} module: apt-get install {package}") from None
+
+
 def succeeds(argv: list[str], step: str) -> bool:
     """Run a probe command; its exit status is the answer."""
     import subprocess

@@ -25,7 +25,7 @@ from lib.host import MinidockerError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # `typing` costs 5 ms a start; annotations need it only here
-    from typing import IO
+    from collections.abc import Iterator
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILTIN = {"busybox": os.path.join(HERE, "fixtures", "busybox-rootfs.sh")}
@@ -63,8 +63,11 @@ def config(image_id: str) -> dict:
     return state.read_json(_dir("configs", image_id + ".json"))
 
 
-def lookup(ref: str) -> tuple[str, dict]:
-    """The image ID and config for a name; builds the built-in busybox."""
+def lookup(ref: str, pull: str = "missing") -> tuple[str, dict]:
+    """The image ID and config for a name: built in (busybox), stored, or
+    pulled from its registry, as Docker's `--pull missing|always|never`."""
+    if pull == "always" and ref.split(":")[0] not in BUILTIN:
+        return _pulled(ref)
     name, tag = parse_ref(ref)
     image_id = _repositories().get(f"{name}:{tag}")
     hexid = ref.removeprefix("sha256:")
@@ -73,58 +76,206 @@ def lookup(ref: str) -> tuple[str, dict]:
     if image_id is None and name in BUILTIN and tag == "latest":
         image_id = _build_builtin(name)
     if image_id is None:
-        raise MinidockerError(f"Unable to find image '{name}:{tag}' locally")
+        if pull == "never":
+            raise MinidockerError(f"Unable to find image '{name}:{tag}' locally")
+        import sys
+
+        print(f"Unable to find image '{name}:{tag}' locally", file=sys.stderr)
+        return _pulled(ref)
     return image_id, config(image_id)
+
+
+def _pulled(ref: str) -> tuple[str, dict]:
+    from lib import registry
+
+    try:
+        image_id = registry.pull(ref)
+    except MinidockerError as e:
+        raise MinidockerError(str(e)) from None  # for run, an image that cannot be had is exit 125
+    return image_id, config(image_id)
+
+
+def tag(source: str, target: str) -> None:
+    image_id, _ = lookup(source, pull="never")
+    _tag(target, image_id)
+
+
+def remove(ref: str, force: bool, in_use: list[str]) -> list[str]:
+    """Untag an image; delete it, and the layers no other image uses, once untagged."""
+    name, tag_ = parse_ref(ref)
+    repos = _repositories()
+    key = f"{name}:{tag_}"
+    if key not in repos:
+        hexid = ref.removeprefix("sha256:")
+        keys = [k for k, v in repos.items() if len(hexid) >= 12 and v.startswith(hexid)]
+        if not keys:
+            raise MinidockerError(f"No such image: {ref}", 1)
+        key = keys[0]
+    image_id = repos[key]
+    if in_use and not force:
+        raise MinidockerError(f"conflict: unable to remove repository reference \"{ref}\" (must force) - "
+                              f"container {in_use[0][:12]} is using its referenced image {image_id[:12]}", 1)
+    out = [f"Untagged: {key}"]
+    with state.locked(_dir()):
+        repos = _repositories()
+        repos.pop(key, None)
+        state.write_json(_dir("repositories.json"), repos)
+    if image_id in repos.values() or in_use:
+        return out  # still named, or still a container's root: keep its files
+    diff_ids = set(config(image_id)["rootfs"]["diff_ids"])
+    os.unlink(_dir("configs", image_id + ".json"))
+    out.append(f"Deleted: sha256:{image_id}")
+    still = {d for other in set(repos.values()) for d in config(other)["rootfs"]["diff_ids"]}
+    for diff_id in sorted(diff_ids - still):
+        state.remove_tree(layer_path(diff_id))
+        os.unlink(layer_path(diff_id) + ".size")
+        out.append(f"Deleted: {diff_id}")
+    return out
+
+
+def layer_path(diff_id: str) -> str:
+    return _dir("layers", diff_id.removeprefix("sha256:"))
+
+
+def layer_size(diff_id: str) -> int:
+    with open(layer_path(diff_id) + ".size") as f:
+        return int(f.read())
 
 
 def layer_dirs(image_config: dict) -> list[str]:
     """The image's layer directories, top first: overlayfs' lowerdir order."""
-    return [_dir("layers", d.removeprefix("sha256:")) for d in reversed(image_config["rootfs"]["diff_ids"])]
+    return [layer_path(d) for d in reversed(image_config["rootfs"]["diff_ids"])]
 
 
 # ------------------------------------------------------------- storing
-def _store_layer(stream: IO[bytes]) -> tuple[str, int]:
+def decompressed(path: str) -> Iterator[bytes]:
+    """A layer file's tar stream, whatever it is packed with: gzip, zstd or nothing."""
+    import zlib
+
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        f.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            while chunk := f.read(1 << 16):
+                yield unpack.decompress(chunk)
+        elif magic == b"\x28\xb5\x2f\xfd":
+            zstd = host.system_module("zstandard", "python3-zstandard")
+            yield from zstd.ZstdDecompressor().read_to_iter(f)
+        else:
+            while chunk := f.read(1 << 16):
+                yield chunk
+
+
+class _Chunks:
+    """A file-like reader over an iterator of bytes, for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.buffer = chunks, b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self.buffer) < size:
+            chunk = next(self.chunks, b"")
+            if not chunk:
+                break
+            self.buffer += chunk
+        out, self.buffer = (self.buffer, b"") if size < 0 else (self.buffer[:size], self.buffer[size:])
+        return out
+
+
+def check_members(path: str) -> None:
+    """Refuse a hostile layer before a byte of it is unpacked.
+
+    No absolute names, no `..`, no member reached through a symlink the
+    layer itself made (`a -> /etc` then `a/passwd` would write the host's),
+    no hard link out of the layer, and no device nodes: a layer is files.
+    """
+    import tarfile
+
+    links: set[str] = set()
+    try:
+        with tarfile.open(fileobj=_Chunks(decompressed(path)), mode="r|") as tar:
+            for member in tar:
+                name = member.name.removeprefix("./")
+                parts = name.split("/")
+                if member.name.startswith("/") or ".." in parts:
+                    raise MinidockerError(f"refusing layer: member {member.name!r} points outside the layer")
+                if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+                    raise MinidockerError(f"refusing layer: member {member.name!r} lies under a symlink")
+                if member.issym():
+                    links.add(name.rstrip("/"))
+                if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
+                    raise MinidockerError(f"refusing layer: hard link {member.name!r} points outside the layer")
+                if (member.ischr() or member.isblk()) and not (member.devmajor == member.devminor == 0):
+                    raise MinidockerError(f"refusing layer: device node {member.name!r}")
+    except tarfile.TarError as e:
+        raise MinidockerError(f"refusing layer: not a tar archive ({e})") from None
+
+
+def _whiteouts(top: str) -> None:
+    """OCI's whiteout files, as overlayfs wants them.
+
+    A layer deletes a file of the layers below with an empty `.wh.NAME`
+    beside it, and hides a whole directory's lower contents with
+    `.wh..wh..opq` inside it.  overlayfs marks the same with a character
+    device 0:0 named NAME, and an xattr trusted.overlay.opaque=y.
+    """
+    import stat
+
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            if not name.startswith(".wh."):
+                continue
+            os.unlink(os.path.join(dirpath, name))
+            if name == ".wh..wh..opq":
+                os.setxattr(dirpath, "trusted.overlay.opaque", b"y")
+            else:
+                os.mknod(os.path.join(dirpath, name[4:]), stat.S_IFCHR, os.makedev(0, 0))
+
+
+def _store_layer(chunks: Iterator[bytes]) -> tuple[str, int]:
     """Unpack a tar stream into a new layer; return its diff ID and size.
 
     The stream is hashed as it is unpacked, so a layer is read once.  It is
     unpacked beside the store and renamed in: a crash leaves no half-layer.
     """
     import hashlib
-    import shutil
     import subprocess
     import tempfile
-    import zlib
 
     layers = _dir("layers")
     os.makedirs(layers, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".unpack-", dir=layers)
     try:
-        tar = host.spawn(["tar", "-x", "--numeric-owner", "--same-permissions", "-C", tmp, "-f", "-"],
+        tar = host.spawn(["tar", "-x", "--numeric-owner", "--same-permissions", "--xattrs", "-C", tmp, "-f", "-"],
                          "images", stdin=subprocess.PIPE, stderr=subprocess.PIPE)
         digest = hashlib.sha256()
-        first = stream.read(1 << 16)
-        gunzip = zlib.decompressobj(16 + zlib.MAX_WBITS) if first[:2] == b"\x1f\x8b" else None
-        chunk = first
-        while chunk:
-            data = gunzip.decompress(chunk) if gunzip else chunk
-            digest.update(data)
-            tar.stdin.write(data)
-            chunk = stream.read(1 << 16)
-        tar.stdin.close()
+        try:
+            for data in chunks:
+                digest.update(data)
+                tar.stdin.write(data)
+        finally:
+            tar.stdin.close()
         err = tar.stderr.read().decode()
         if tar.wait() != 0:
             raise MinidockerError(f"unpacking layer: tar: {err.strip()}")
+        _whiteouts(tmp)
         diff_id = digest.hexdigest()
-        final = os.path.join(layers, diff_id)
         size = _tree_size(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # the same layer is already stored: share it
-            shutil.rmtree(tmp)
+        if not os.path.isdir(os.path.join(layers, diff_id)):  # else: the same layer is stored, share it
+            with open(os.path.join(layers, diff_id + ".size"), "w") as f:
+                f.write(str(size))
+            os.rename(tmp, os.path.join(layers, diff_id))
         return "sha256:" + diff_id, size
     finally:
         if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
+            state.remove_tree(tmp)
+
+
+def store_layer_file(path: str) -> tuple[str, int]:
+    """A layer from a (possibly hostile) file: checked, then unpacked."""
+    check_members(path)
+    return _store_layer(decompressed(path))
 
 
 def _tree_size(top: str) -> int:
@@ -138,17 +289,19 @@ def _tree_size(top: str) -> int:
     return total
 
 
-def _store_image(ref: str, diff_ids: list[str], size: int, image_conf: dict) -> str:
+def store_image(ref: str, diff_ids: list[str], size: int, image_conf: dict, created: str = "",
+                digest: str = "") -> str:
+    """Record an image (its layers are stored already) and name it."""
     import hashlib
     import json
 
     body = {
         "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
         "os": "linux",
-        "created": state.now(),
+        "created": created or state.now(),
         "config": image_conf,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "minidocker": {"size": size},
+        "minidocker": {"size": size, "digest": digest},
     }
     raw = json.dumps(body, indent=1).encode()
     image_id = hashlib.sha256(raw).hexdigest()
@@ -164,18 +317,17 @@ def import_rootfs(source: str, ref: str) -> str:
     """Make an image of one layer from a directory or a (gzipped) tarball."""
     import subprocess
 
-    if os.path.isdir(source):
-        tar = host.spawn(["tar", "-c", "--numeric-owner", "-C", source, "-f", "-", "."], "images",
+    if os.path.isdir(source):  # a directory of this host's: trusted, as docker import trusts it
+        tar = host.spawn(["tar", "-c", "--numeric-owner", "--xattrs", "-C", source, "-f", "-", "."], "images",
                          stdout=subprocess.PIPE)
-        diff_id, size = _store_layer(tar.stdout)
+        diff_id, size = _store_layer(iter(lambda: tar.stdout.read(1 << 16), b""))
         if tar.wait() != 0:
             raise MinidockerError(f"reading {source}: tar failed")
     elif os.path.isfile(source):
-        with open(source, "rb") as f:
-            diff_id, size = _store_layer(f)
+        diff_id, size = store_layer_file(source)
     else:
         raise MinidockerError(f"import: {source}: no such file or directory")
-    return _store_image(ref, [diff_id], size, {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"]})
+    return store_image(ref, [diff_id], size, {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"]})
 
 
 def _build_builtin(name: str) -> str:
@@ -192,6 +344,6 @@ def listing() -> list[dict]:
     for ref, image_id in sorted(_repositories().items()):
         name, tag = parse_ref(ref)
         conf = config(image_id)
-        rows.append({"repository": name, "tag": tag, "id": image_id, "created": conf["created"],
+        rows.append({"repository": name, "tag": tag, "id": image_id, "created": conf["created"] or state.ZERO_TIME,
                      "size": conf["minidocker"]["size"]})
     return rows

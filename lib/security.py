@@ -125,25 +125,9 @@ def mask_paths(rootfs: str, masked: list[str], readonly: list[str]) -> None:
                        | host.MS_NODEV | host.MS_NOEXEC, step="security")
 
 
-def _seccomp_module():
-    import site
-    import sys
-
-    # python3-seccomp lives in the system's dist-packages, which -S left out.
-    for directory in site.getsitepackages():
-        if directory not in sys.path:
-            sys.path.append(directory)
-    try:
-        import seccomp
-    except ImportError:
-        raise MinidockerError("seccomp needs libseccomp's Python bindings: apt-get install python3-seccomp "
-                              "(or run with --security-opt seccomp=unconfined)") from None
-    return seccomp
-
-
 def compile_seccomp(profile: dict):
     """Build the filter with libseccomp; loading it waits until just before execve."""
-    seccomp = _seccomp_module()
+    seccomp = host.system_module("seccomp", "python3-seccomp (or run with --security-opt seccomp=unconfined)")
 
     def action(rule: dict):
         name = rule["action"]

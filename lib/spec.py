@@ -54,6 +54,7 @@ class RunConfig:
     security_opt: list[str] = []  # noqa: RUF012
     read_only: bool = False
     user: str = ""
+    pull: str = "missing"
 
     def __init__(self, **fields: object) -> None:
         for key, value in fields.items():

@@ -36,7 +36,8 @@ HOST_IP, UPLINK_IP, PUBLIC_IP = "10.231.250.2", "10.231.250.1", "198.51.100.7"
 # nsenter --net, not `ip netns exec`, which would remount /sys and hide cgroupfs.
 MINIDOCKER = ["nsenter", f"--net=/run/netns/{SANDBOX}", os.path.join(TOP, "minidocker.py")]
 PHASES = {"1": "Phase 1: Isolation", "2A": "Phase 2A: Resources", "2B": "Phase 2B: Lifecycle",
-          "2C": "Phase 2C: Networking", "3": "Phase 3: Networks", "4": "Security: the escape table"}
+          "2C": "Phase 2C: Networking", "3": "Phase 3: Networks", "4": "Security: the escape table",
+          "img": "Images: pulled from a registry"}
 
 
 def md(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
@@ -134,6 +135,9 @@ def state_root():
         subprocess.run(["mount", "-t", "tmpfs", "minidocker-test", root], check=True)
     os.environ["MINIDOCKER_ROOT"] = root
     os.environ["MINIDOCKER_CGROUP_PARENT"] = f"minidocker-test-{os.getpid()}"
+    # `run` pulls a missing image from Docker Hub, as Docker does: never here.
+    # The pull tests name their registry, on the sandbox's loopback.
+    os.environ["MINIDOCKER_PULL"] = "never"
     HOST_BEFORE.update(host_network_state())
     _make_sandbox()
     yield root

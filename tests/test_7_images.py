@@ -1,0 +1,152 @@
+"""Images: pulled from a real registry (Debian's docker-registry, on the sandbox's
+loopback, filled with skopeo from OCI layouts that fixtures/oci_layout.py builds)."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+import pytest
+from conftest import SANDBOX, TOP, inspect, md
+
+pytestmark = pytest.mark.order(7)
+sys.path.insert(0, os.path.join(TOP, "fixtures"))
+
+import oci_layout  # noqa: E402
+
+REGISTRY = "127.0.0.1:5000"
+NEEDS = [tool for tool in ("docker-registry", "skopeo") if not shutil.which(tool)]
+
+
+def in_sandbox(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", *argv], capture_output=True, text=True,
+                          check=True)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """A registry on the sandbox's 127.0.0.1:5000, with the fixture images pushed."""
+    if NEEDS:
+        pytest.skip(f"needs {' and '.join(NEEDS)} (apt-get install docker-registry skopeo: .ci/setup-host)")
+    top = tmp_path_factory.mktemp("registry")
+    (top / "config.yml").write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {top}/data\n"
+                                    f"http:\n  addr: {REGISTRY}\nlog:\n  level: error\n")
+    server = subprocess.Popen(["nsenter", f"--net=/run/netns/{SANDBOX}", "docker-registry", "serve",
+                               str(top / "config.yml")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", sys.executable, "-c",
+                               f"import urllib.request; urllib.request.urlopen('http://{REGISTRY}/v2/')"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        for kind, name, copy_all in (("busybox", "busybox:latest", False), ("busybox", "again:latest", False),
+                                     ("whiteouts", "layered:1", False), ("multiarch", "multi:latest", True),
+                                     ("unique", "corrupt:latest", False)):
+            layout = top / kind
+            if not layout.exists():
+                oci_layout.build(kind, str(layout))
+            in_sandbox("skopeo", "copy", *(["--all"] if copy_all else []), "--dest-tls-verify=false",
+                       f"oci:{layout}:latest", f"docker://{REGISTRY}/{name}")
+        yield top
+    finally:
+        server.kill()
+        server.wait()
+
+
+def layers() -> set[str]:
+    return {os.path.basename(p) for p in glob.glob(os.path.join(os.environ["MINIDOCKER_ROOT"], "images", "layers", "*"))
+            if not p.endswith(".size")}
+
+
+@pytest.mark.row("img", "pull", "from a registry over the v2 API; run it")
+def test_pull_and_run(registry, row):
+    out = md("pull", f"{REGISTRY}/busybox").stdout
+    assert f"Downloaded {REGISTRY}/busybox:latest" in out
+    assert md("run", "--rm", "--network", "none", f"{REGISTRY}/busybox", "echo", "pulled").stdout == "pulled\n"
+    assert inspect(md("create", f"{REGISTRY}/busybox").stdout.strip())["Path"] == "sh"  # the image's Cmd
+    row.result = "pulled, ran, Cmd honoured"
+
+
+def test_layers_are_shared(registry):
+    md("pull", f"{REGISTRY}/busybox")
+    before = layers()
+    md("pull", f"{REGISTRY}/again")  # the same layer under another name
+    assert layers() == before
+
+
+@pytest.mark.row("img", "Whiteouts", "a layer deletes a file and empties a directory")
+def test_whiteouts(registry, row):
+    md("pull", f"{REGISTRY}/layered:1")
+    out = md("run", "--rm", "--network", "none", f"{REGISTRY}/layered:1", "sh", "-c",
+             "ls /etc/secret 2>&1; ls /opt/data").stdout
+    assert "No such file" in out and out.strip().endswith("c") and "a\n" not in out
+    row.result = "/etc/secret gone; /opt/data holds only the top layer's c"
+
+
+@pytest.mark.row("img", "Multi-platform", "this host's platform chosen from an index; --platform overrides")
+def test_platform_choice(registry, row):
+    md("pull", f"{REGISTRY}/multi")
+    assert md("run", "--rm", "--network", "none", f"{REGISTRY}/multi").stdout == "amd64\n"
+    md("pull", "--platform", "linux/arm64", f"{REGISTRY}/multi")
+    assert md("run", "--rm", "--network", "none", f"{REGISTRY}/multi").stdout == "arm64\n"
+    bad = md("pull", "--platform", "linux/s390x", f"{REGISTRY}/multi", check=False)
+    assert bad.returncode == 1 and "no matching manifest" in bad.stderr
+    row.result = "amd64 by default, arm64 asked for; s390x refused"
+
+
+@pytest.mark.row("img", "Digest check", "a corrupted blob is refused; nothing stored")
+def test_corrupted_blob_is_refused(registry, row):
+    # Find the corrupt image's layer blob in the registry's storage, and flip its bytes.
+    manifest = in_sandbox(sys.executable, "-c", "import urllib.request, json; r = urllib.request.Request("
+                          f"'http://{REGISTRY}/v2/corrupt/manifests/latest', headers={{'Accept': "
+                          "'application/vnd.oci.image.manifest.v1+json'}); "
+                          "print(json.load(urllib.request.urlopen(r))['layers'][0]['digest'])").stdout.strip()
+    blob = glob.glob(f"{registry}/data/docker/registry/v2/blobs/sha256/*/{manifest[7:]}/data")[0]
+    with open(blob, "r+b") as f:
+        f.seek(100)
+        f.write(b"corrupted!")
+    before, images_before = layers(), md("images").stdout
+    bad = md("pull", f"{REGISTRY}/corrupt", check=False)
+    assert bad.returncode == 1 and "verification failed" in bad.stderr
+    assert f"{REGISTRY}/corrupt" not in md("images").stdout
+    assert layers() <= before and f"{REGISTRY}/corrupt" not in images_before
+    row.result = bad.stderr.strip()[:60]
+
+
+def test_unknown_image():
+    pulled = md("pull", f"{REGISTRY}/no-such-image", check=False)
+    run = md("run", "--pull", "missing", f"{REGISTRY}/no-such-image", "true", check=False)
+    assert pulled.returncode in (1,) and run.returncode == 125
+    assert "Unable to find image" in run.stderr and md("ps", "-aq").stdout == ""
+
+
+def test_rmi_and_tag(registry):
+    md("pull", f"{REGISTRY}/layered:1")
+    md("tag", f"{REGISTRY}/layered:1", "mine:v1")
+    cid = md("create", "mine:v1").stdout.strip()
+    refused = md("rmi", f"{REGISTRY}/layered:1", "mine:v1", check=False)
+    assert refused.returncode == 1 and "is using its referenced image" in refused.stderr
+    md("rm", cid)
+    before = layers()
+    out = md("rmi", f"{REGISTRY}/layered:1", "mine:v1").stdout
+    assert "Untagged: mine:v1" in out and "Deleted: sha256:" in out
+    assert len(before - layers()) == 2  # both of its layers: no other image uses them
+
+
+def test_hostile_tarball_is_refused(tmp_path):
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../../etc/evil")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"pwned\n"))
+    done = md("import", str(evil), "evil", check=False)
+    assert done.returncode == 125 and "points outside the layer" in done.stderr
+    assert not os.path.exists("/etc/evil")
+    assert "evil" not in md("images").stdout
