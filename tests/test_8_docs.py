@@ -105,3 +105,14 @@ def test_every_walkthrough_command_ran():
     ran = sum(COUNTED.values())
     print(f"\nwalkthrough commands executed: {ran} of {total}")
     assert ran == total
+
+
+def test_vagrantfile_validates():
+    """The Vagrantfile a learner boots is at least a valid one (it is not booted here)."""
+    import shutil
+
+    if not shutil.which("vagrant"):
+        pytest.skip("needs Debian's vagrant package (.ci/setup-host installs it)")
+    done = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=TOP, capture_output=True, text=True,
+                          env=dict(os.environ, VAGRANT_CHECKPOINT_DISABLE="1"))
+    assert done.returncode == 0 and "validated successfully" in done.stdout, done.stdout + done.stderr
