@@ -420,6 +420,39 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     return _each(args.images, remove, show=False)
 
 
+def cmd_save(args: argparse.Namespace) -> int:
+    from lib import images
+
+    if args.output:
+        images.save(args.images, args.output)
+        return 0
+    if sys.stdout.isatty():
+        raise MinidockerError("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    import shutil
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="minidocker-save-") as archive:
+        images.save(args.images, archive.name)
+        shutil.copyfileobj(archive, sys.stdout.buffer)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from lib import images
+
+    if args.input:
+        print("\n".join(images.load(args.input)))
+        return 0
+    import shutil
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="minidocker-load-") as copy:  # read twice: checked, then unpacked
+        shutil.copyfileobj(sys.stdin.buffer, copy)
+        copy.flush()
+        print("\n".join(images.load(copy.name)))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from lib import images
 
@@ -582,6 +615,15 @@ def _rmi_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+")
 
 
+def _save_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--output", help="write to a file, not standard output")
+    p.add_argument("images", nargs="+")
+
+
+def _load_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--input", help="read from a tar archive file, not standard input")
+
+
 def _no_flags(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -614,6 +656,8 @@ VERBS = {
     "pull": (cmd_pull, _pull_flags, "fetch an image from a registry"),
     "tag": (cmd_tag, _tag_flags, "give an image another name"),
     "rmi": (cmd_rmi, _rmi_flags, "remove images (and layers no image uses)"),
+    "save": (cmd_save, _save_flags, "write images to a tar archive (docker save and OCI layout at once)"),
+    "load": (cmd_load, _load_flags, "read images from a docker save or OCI layout tar archive"),
     "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
 }
 _NO_HELP_FLAG = {"run", "create"}  # -h is --hostname there, as in Docker

@@ -72,7 +72,8 @@ def lookup(ref: str, pull: str = "missing") -> tuple[str, dict]:
     image_id = _repositories().get(f"{name}:{tag}")
     hexid = ref.removeprefix("sha256:")
     if image_id is None and len(hexid) >= 12 and all(c in "0123456789abcdef" for c in hexid):
-        image_id = next((i for i in _repositories().values() if i.startswith(hexid)), None)
+        stored = os.listdir(_dir("configs")) if os.path.isdir(_dir("configs")) else []
+        image_id = next((c[:-5] for c in stored if c.startswith(hexid)), None)  # by ID, named or not
     if image_id is None and name in BUILTIN and tag == "latest":
         image_id = _build_builtin(name)
     if image_id is None:
@@ -309,7 +310,8 @@ def store_image(ref: str, diff_ids: list[str], size: int, image_conf: dict, crea
     with open(_dir("configs", image_id + ".json.tmp"), "wb") as f:
         f.write(raw)
     os.rename(_dir("configs", image_id + ".json.tmp"), _dir("configs", image_id + ".json"))
-    _tag(ref, image_id)
+    if ref:  # a loaded image without a name is kept by ID only
+        _tag(ref, image_id)
     return image_id
 
 
@@ -347,3 +349,130 @@ def listing() -> list[dict]:
         rows.append({"repository": name, "tag": tag, "id": image_id, "created": conf["created"] or state.ZERO_TIME,
                      "size": conf["minidocker"]["size"]})
     return rows
+
+
+# ------------------------------------------------------------ save, load
+def _layer_tar(diff_id: str, out: str) -> tuple[str, int]:
+    """A stored layer as a tar, overlayfs' whiteouts turned back into OCI's."""
+    import hashlib
+    import stat
+    import tarfile
+
+    top = layer_path(diff_id)
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirs, files in os.walk(top):
+            dirs.sort()
+            rel = os.path.relpath(dirpath, top)
+            if rel != ".":
+                tar.add(dirpath, arcname=rel, recursive=False)
+            try:
+                opaque = os.getxattr(dirpath, "trusted.overlay.opaque") == b"y"
+            except OSError:
+                opaque = False
+            if opaque:
+                tar.addfile(tarfile.TarInfo(os.path.normpath(os.path.join(rel, ".wh..wh..opq"))))
+            for name in sorted(files) + sorted(d for d in dirs if os.path.islink(os.path.join(dirpath, d))):
+                full = os.path.join(dirpath, name)
+                info = os.lstat(full)
+                if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+                    tar.addfile(tarfile.TarInfo(os.path.normpath(os.path.join(rel, ".wh." + name))))
+                else:
+                    tar.add(full, arcname=os.path.normpath(os.path.join(rel, name)), recursive=False)
+    digest = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest(), os.path.getsize(out)
+
+
+def save(refs: list[str], out: str) -> None:
+    """`docker save`: one tarball that is both Docker's format and an OCI layout."""
+    import hashlib
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".save-", dir=_dir()) as tmp:
+        blobs = os.path.join(tmp, "blobs", "sha256")
+        os.makedirs(blobs)
+
+        def blob(data: bytes) -> tuple[str, int]:
+            digest = hashlib.sha256(data).hexdigest()
+            with open(os.path.join(blobs, digest), "wb") as f:
+                f.write(data)
+            return "sha256:" + digest, len(data)
+
+        docker_manifest, index = [], []
+        for ref in refs:
+            image_id, conf = lookup(ref, pull="never")
+            layers = []
+            for diff_id in conf["rootfs"]["diff_ids"]:
+                part = os.path.join(tmp, "layer.tar")
+                digest, size = _layer_tar(diff_id, part)
+                os.replace(part, os.path.join(blobs, digest[7:]))
+                layers.append((digest, size))
+            config = {k: v for k, v in conf.items() if k != "minidocker"}
+            config["rootfs"] = {"type": "layers", "diff_ids": [d for d, _ in layers]}
+            config_digest, config_size = blob(json.dumps(config).encode())
+            manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": config_digest, "size": config_size},
+                        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d,
+                                    "size": s} for d, s in layers]}
+            manifest_digest, manifest_size = blob(json.dumps(manifest).encode())
+            name = ":".join(parse_ref(ref)) if ref.removeprefix("sha256:") not in image_id else ""
+            docker_manifest.append({"Config": f"blobs/sha256/{config_digest[7:]}", "RepoTags": [name] if name else [],
+                                    "Layers": [f"blobs/sha256/{d[7:]}" for d, _ in layers]})
+            index.append({"mediaType": manifest["mediaType"], "digest": manifest_digest, "size": manifest_size,
+                          "annotations": {"io.containerd.image.name": name,
+                                          "org.opencontainers.image.ref.name": parse_ref(ref)[1]}})
+        for name, data in (("manifest.json", docker_manifest), ("oci-layout", {"imageLayoutVersion": "1.0.0"}),
+                           ("index.json", {"schemaVersion": 2, "manifests": index})):
+            with open(os.path.join(tmp, name), "w") as f:
+                json.dump(data, f)
+        host.run(["tar", "-C", tmp, "-cf", os.path.abspath(out), "manifest.json", "oci-layout", "index.json",
+                  "blobs"], "images")
+
+
+def load(path: str) -> list[str]:
+    """`docker load` of a `docker save` tarball or an OCI layout tarball; the names loaded."""
+    import json
+    import tempfile
+
+    check_members(path)
+    os.makedirs(_dir(), exist_ok=True)
+    loaded = []
+    with tempfile.TemporaryDirectory(prefix=".load-", dir=_dir()) as tmp:
+        host.run(["tar", "-C", tmp, "-xf", path], "images")
+
+        def read(rel: str) -> dict:
+            with open(os.path.join(tmp, rel)) as f:
+                return json.load(f)
+
+        if os.path.exists(os.path.join(tmp, "manifest.json")):
+            entries = [(m["Config"], m["Layers"], m.get("RepoTags") or []) for m in read("manifest.json")]
+        elif os.path.exists(os.path.join(tmp, "index.json")):
+            entries = []
+            for m in read("index.json")["manifests"]:
+                manifest = read(f"blobs/sha256/{m['digest'][7:]}")
+                # org.opencontainers.image.ref.name is a tag alone: without a full name, load by ID.
+                name = m.get("annotations", {}).get("io.containerd.image.name", "")
+                entries.append((f"blobs/sha256/{manifest['config']['digest'][7:]}",
+                                [f"blobs/sha256/{layer['digest'][7:]}" for layer in manifest["layers"]],
+                                [name] if name else []))
+        else:
+            raise MinidockerError(f"{path}: neither a docker save archive nor an OCI image layout", 1)
+        for config_path, layer_paths, names in entries:
+            config = read(config_path)
+            diff_ids, size = [], 0
+            for i, rel in enumerate(layer_paths):
+                diff_id, layer_bytes = store_layer_file(os.path.join(tmp, rel))
+                if config["rootfs"]["diff_ids"][i] != diff_id:
+                    raise MinidockerError(f"{rel}: its content is {diff_id}, the image config says "
+                                          f"{config['rootfs']['diff_ids'][i]}", 1)
+                diff_ids.append(diff_id)
+                size += layer_bytes
+            for name in names or [""]:
+                image_id = store_image(name, diff_ids, size, config.get("config") or {},
+                                       created=config.get("created", ""))
+                loaded.append(f"Loaded image: {name}" if name else f"Loaded image ID: sha256:{image_id}")
+    return loaded

@@ -150,3 +150,25 @@ def test_hostile_tarball_is_refused(tmp_path):
     assert done.returncode == 125 and "points outside the layer" in done.stderr
     assert not os.path.exists("/etc/evil")
     assert "evil" not in md("images").stdout
+
+
+@pytest.mark.row("img", "save / load", "round trip keeps whiteouts; an OCI layout tarball loads")
+def test_save_load_round_trip(registry, tmp_path, row):
+    md("pull", f"{REGISTRY}/layered:1")
+    archive = tmp_path / "layered.tar"
+    md("save", "-o", str(archive), f"{REGISTRY}/layered:1")
+    names = subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
+    assert {"manifest.json", "index.json", "oci-layout"} <= set(names)  # Docker's format and OCI's at once
+    md("rmi", f"{REGISTRY}/layered:1")
+    assert md("load", "-i", str(archive)).stdout.strip() == f"Loaded image: {REGISTRY}/layered:1"
+    out = md("run", "--rm", "--network", "none", f"{REGISTRY}/layered:1", "sh", "-c",
+             "ls /etc/secret 2>&1; ls /opt/data").stdout
+    assert "No such file" in out and out.strip().endswith("c")
+    layout = tmp_path / "layout"
+    oci_layout.build("unique", str(layout))
+    subprocess.run(["tar", "-C", str(layout), "-cf", str(tmp_path / "oci.tar"), "."], check=True)
+    with open(tmp_path / "oci.tar", "rb") as f:
+        loaded = md("load", stdin=f).stdout.strip()
+    assert loaded.startswith("Loaded image ID: sha256:")
+    assert md("run", "--rm", "--network", "none", loaded.split()[-1][7:19], "cat", "/marker").stdout
+    row.result = "whiteouts survive save/load; OCI layout loads"
