@@ -728,4 +728,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    if os.path.basename(sys.argv[0]) == "minidocker-runc":  # the OCI runtime face, as busybox dispatches
+        from lib import oci
+
+        sys.exit(oci.main(sys.argv[1:]))
     sys.exit(main(sys.argv[1:]))

@@ -229,7 +229,7 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
         "hostname": hostname,
         "mounts": mounts,
         "linux": {"namespaces": [{"type": k} for k in kinds], "cgroupsPath": cgroup,
-                  "resources": resources, "devices": rootfs.default_devices(), "seccomp": seccomp,
+                  "resources": resources, "devices": [], "seccomp": seccomp,
                   "maskedPaths": [] if cfg.privileged else security.MASKED,
                   "readonlyPaths": [] if cfg.privileged else security.READONLY},
         "annotations": {"org.minidocker.overlay.lowerdir": ":".join(lower),

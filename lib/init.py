@@ -19,13 +19,16 @@ the command itself is PID 1:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource  # a small C module; imported now, since after pivot_root it cannot be found
 
 from lib import host, rootfs, security
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
-         "ipc": (0x8000000, "NEWIPC", "--ipc"), "network": (0x40000000, "NEWNET", "--net")}
+         "ipc": (0x8000000, "NEWIPC", "--ipc"), "network": (0x40000000, "NEWNET", "--net"),
+         "cgroup": (0x2000000, "NEWCGROUP", "--cgroup")}
 
 
 def _enter_namespaces(namespaces: list[dict]) -> None:
@@ -95,6 +98,7 @@ def exec_process(process: dict, seccomp_filter: object = None) -> None:
     os.makedirs(cwd, exist_ok=True)  # Docker creates a missing -w directory
     os.chdir(cwd)
     os.umask(0o022)
+    _limits(process)
     security.drop_to(process, seccomp_filter)
     host.explain("exec", ["execve", *args])
     try:
@@ -108,31 +112,108 @@ def exec_process(process: dict, seccomp_filter: object = None) -> None:
         raise host.MinidockerError(f'exec: "{args[0]}": {reason}', host.EXIT_CANNOT_INVOKE) from None
 
 
+def connect_console(path: str) -> int:
+    """Connect to an engine's console socket, while its path can still be reached."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock.detach()
+
+
+def take_console(dev_pts: str, sock_fd: int) -> None:
+    """A terminal from the container's own devpts: send its master to the
+    engine (SCM_RIGHTS over the console socket), make its slave our stdio
+    and controlling terminal.  A pty of the host's devpts would work too,
+    but inside the container `tty` could not name it."""
+    import fcntl
+    import socket
+    import struct
+    import termios
+
+    master = os.open(os.path.join(dev_pts, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock the slave
+    number = struct.unpack("i", fcntl.ioctl(master, 0x80045430, b"\0" * 4))[0]  # TIOCGPTN: its number
+    slave = os.open(os.path.join(dev_pts, str(number)), os.O_RDWR | os.O_NOCTTY)
+    host.explain("exec", f"console: /dev/pts/{number}, master sent over the console socket")
+    with socket.socket(fileno=sock_fd) as sock:
+        socket.send_fds(sock, [b"/dev/ptmx"], [master])
+    os.close(master)
+    os.setsid()
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    os.close(slave)
+
+
+def _wait_for_start(fifo_fd: int, report_fd: int) -> None:
+    """runc's create/start split: `create` returns while we wait here, and
+    `start` opening the FIFO for reading is what lets us go on.  The FIFO was
+    opened with O_PATH before pivot_root; /proc/self/fd reopens it for
+    writing, which blocks until its reader comes."""
+    os.write(report_fd, b"W")
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+
+
+def _limits(process: dict) -> None:
+    """rlimits and the OOM score, while we may still raise them."""
+    if process.get("oomScoreAdj") is not None:
+        host.write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]), step="security")
+    if process.get("rlimits"):
+        for limit in process["rlimits"]:
+            host.explain("security", f"prlimit --{limit['type'][7:].lower()}={limit['soft']}:{limit['hard']}")
+            try:
+                resource.setrlimit(getattr(resource, limit["type"]), (limit["soft"], limit["hard"]))
+            except (OSError, ValueError, AttributeError) as e:
+                raise host.MinidockerError(f"setrlimit {limit['type']} {limit['soft']}:{limit['hard']}: {e}",
+                                           host.EXIT_ENGINE) from None
+
+
 def main(spec: dict, go_fd: int, report_fd: int) -> None:
     """Become the container; returns only by raising."""
     namespaces = spec["linux"]["namespaces"]
     _enter_namespaces(namespaces)
     os.write(report_fd, b"R")
     root = spec["root"]["path"]
-    overlay = spec["annotations"]
-    rootfs.mount_overlay(root, overlay["org.minidocker.overlay.lowerdir"].split(":"),
-                         overlay["org.minidocker.overlay.upperdir"], overlay["org.minidocker.overlay.workdir"])
+    annotations = spec.get("annotations", {})
+    if "org.minidocker.overlay.lowerdir" in annotations:
+        rootfs.mount_overlay(root, annotations["org.minidocker.overlay.lowerdir"].split(":"),
+                             annotations["org.minidocker.overlay.upperdir"],
+                             annotations["org.minidocker.overlay.workdir"])
+    else:  # an OCI bundle's ready-made root: pivot_root needs it to be a mount point
+        host.mount(root, root, None, host.MS_BIND | host.MS_REC)
     rootfs.mount_all(root, spec["mounts"])
-    rootfs.make_devices(root, spec["linux"]["devices"])
+    rootfs.make_devices(root, spec["linux"].get("devices", []))
+    for key, value in spec["linux"].get("sysctl", {}).items():
+        host.write(os.path.join(root, "proc/sys", key.replace(".", "/")), value, step="namespaces")
     security.mask_paths(root, spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
     seccomp = security.compile_seccomp(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
     if spec["root"].get("readonly"):
         host.mount("", root, None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
-    host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
+    if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in namespaces):
+        host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
     if any(n["type"] == "network" and not n.get("path") for n in namespaces):
         _loopback_up()
     if host.explaining():
         import shlex  # noqa: F401 -- explain quotes with it, and after pivot_root it cannot be found
+    fifo = annotations.get("org.minidocker.exec-fifo")
+    fifo_fd = os.open(fifo, os.O_PATH) if fifo else -1
+    if annotations.get("org.minidocker.console-socket"):
+        take_console(os.path.join(root, "dev/pts"), connect_console(annotations["org.minidocker.console-socket"]))
     rootfs.pivot(root)
-    if os.read(go_fd, 1) != b"g":
+    if fifo:
+        _wait_for_start(fifo_fd, report_fd)
+    elif os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
     try:
         exec_process(spec["process"], seccomp)
     except host.MinidockerError as e:
-        os.write(report_fd, f"{e.code} {e}".encode())
+        with contextlib.suppress(OSError):
+            os.write(report_fd, f"{e.code} {e}".encode())
+        if fifo:  # `create` has returned: no one reads the report; the container's stderr it is
+            with contextlib.suppress(OSError):
+                os.write(2, f"minidocker-runc: {e}\n".encode())
         os._exit(e.code)

@@ -39,18 +39,18 @@ KINDS = ("pid", "mnt", "uts", "ipc", "net")
 
 
 @contextlib.contextmanager
-def pid_namespace_for_next_child(join: int | None = None) -> Iterator[None]:
+def pid_namespace_for_next_child(join: str | None = None) -> Iterator[None]:
     """Within this block, a child we fork is PID 1 of a new pid namespace
-    or, with `join`, a member of that process's pid namespace."""
+    or, with `join` (a /proc/PID/ns/pid path), a member of that one."""
     parent = os.getpid()
     own = os.open("/proc/self/ns/pid", os.O_RDONLY)
     try:
         if join is None:
             host.unshare(CLONE_NEWPID, "CLONE_NEWPID) # our next child is PID 1 of a new pid namespace")
         else:
-            target = os.open(f"/proc/{join}/ns/pid", os.O_RDONLY)
+            target = os.open(join, os.O_RDONLY)
             try:
-                host.setns(target, CLONE_NEWPID, f"/proc/{join}/ns/pid, CLONE_NEWPID)  # = nsenter --pid")
+                host.setns(target, CLONE_NEWPID, f"{join}, CLONE_NEWPID)  # = nsenter --pid")
             finally:
                 os.close(target)
         yield

@@ -25,7 +25,13 @@ from lib import host
 # OCI mount options: the ones that are mount(2) flags; the rest is data.
 _FLAGS = {"ro": host.MS_RDONLY, "nosuid": host.MS_NOSUID, "nodev": host.MS_NODEV,
           "noexec": host.MS_NOEXEC, "bind": host.MS_BIND, "rbind": host.MS_BIND | host.MS_REC,
-          "strictatime": 1 << 24, "relatime": 1 << 21}
+          "strictatime": 1 << 24, "relatime": 1 << 21, "noatime": 1 << 10, "nodiratime": 1 << 11}
+# Options that only undo a flag, or say what is already so: nothing to pass.
+_NOOP = {"rw", "suid", "dev", "exec", "atime", "diratime", "async", "tmpcopyup", "norelatime", "nostrictatime"}
+# Propagation is a separate mount(2) call after the mount itself.
+_PROPAGATION = {"private": 0x40000, "rprivate": 0x40000 | host.MS_REC, "slave": 0x80000,
+                "rslave": 0x80000 | host.MS_REC, "shared": 0x100000, "rshared": 0x100000 | host.MS_REC,
+                "unbindable": 0x20000, "runbindable": 0x20000 | host.MS_REC}
 
 
 def default_mounts() -> list[dict]:
@@ -99,21 +105,43 @@ def mount_overlay(rootfs: str, lower: list[str], upper: str, work: str) -> None:
 def mount_all(rootfs: str, mounts: list[dict]) -> None:
     for m in mounts:
         target = secure_join(rootfs, m["destination"])
-        flags, data = 0, []
+        flags, data, propagation = 0, [], 0
         for opt in m.get("options", []):
             if opt in _FLAGS:
                 flags |= _FLAGS[opt]
-            else:
+            elif opt in _PROPAGATION:
+                propagation = _PROPAGATION[opt]
+            elif opt not in _NOOP:
                 data.append(opt)
+        if m.get("type") in ("cgroup", "cgroup2"):
+            _mount_cgroupfs(target, flags)
+            continue
         if m.get("type") == "bind" or flags & host.MS_BIND:
             _make_target(target, os.path.isdir(m["source"]))
             host.mount(m["source"], target, None, flags & (host.MS_BIND | host.MS_REC))
             if flags & ~(host.MS_BIND | host.MS_REC):
                 # A bind mount ignores its other flags: read-only takes a remount.
                 host.mount("", target, None, flags | host.MS_REMOUNT | host.MS_BIND)
-            continue
-        _make_target(target, True)
-        host.mount(m["source"], target, m["type"], flags, ",".join(data))
+        else:
+            _make_target(target, True)
+            host.mount(m["source"], target, m["type"], flags, ",".join(data))
+        if propagation:
+            host.mount("", target, None, propagation)
+
+
+def _mount_cgroupfs(target: str, flags: int) -> None:
+    """/sys/fs/cgroup as the spec asks: the unified hierarchy where the host
+    has one with controllers (in the container's cgroup namespace, it shows
+    the container's own subtree); on a v1 or hybrid host, an empty read-only
+    tmpfs, for the per-controller view is not built here."""
+    _make_target(target, True)
+    with open("/proc/self/mountinfo") as f:
+        unified = any(" - cgroup2 " in line and "/sys/fs/cgroup " in line for line in f)
+    if unified:
+        host.mount("cgroup2", target, "cgroup2", flags | host.MS_NOSUID | host.MS_NODEV | host.MS_NOEXEC)
+    else:
+        host.mount("tmpfs", target, "tmpfs", host.MS_RDONLY | host.MS_NOSUID | host.MS_NODEV | host.MS_NOEXEC,
+                   "mode=755")
 
 
 def _make_target(target: str, directory: bool) -> None:
@@ -125,12 +153,20 @@ def _make_target(target: str, directory: bool) -> None:
 
 
 def make_devices(rootfs: str, devices: list[dict]) -> None:
-    for dev in devices:
+    """The spec's device nodes, and the few every container gets (as runc)."""
+    listed = {d["path"] for d in devices}
+    for dev in [*devices, *(d for d in default_devices() if d["path"] not in listed)]:
+        if os.path.lexists(_inside(rootfs, dev["path"])):
+            continue
         kind = stat.S_IFCHR if dev["type"] == "c" else stat.S_IFBLK
         path = _inside(rootfs, dev["path"])
-        host.explain("rootfs", f"mknod -m {dev['fileMode']:o} {path} {dev['type']} {dev['major']} {dev['minor']}")
-        os.mknod(path, kind | dev["fileMode"], os.makedev(dev["major"], dev["minor"]))
-        os.chmod(path, dev["fileMode"])  # mknod's mode is cut by the umask
+        host.explain("rootfs", f"mknod -m {dev.get('fileMode', 0o666):o} {path} {dev['type']} {dev['major']} "
+                               f"{dev['minor']}")
+        mode = dev.get("fileMode", 0o666)
+        os.mknod(path, kind | mode, os.makedev(dev["major"], dev["minor"]))
+        os.chmod(path, mode)  # mknod's mode is cut by the umask
+        if dev.get("uid") or dev.get("gid"):
+            os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
     for link, target in _DEV_LINKS.items():
         if not os.path.lexists(_inside(rootfs, link)):
             os.symlink(target, _inside(rootfs, link))

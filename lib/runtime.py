@@ -40,9 +40,10 @@ class Init:
         self._report_r, report_w = os.pipe()  # os.pipe() fds are close-on-exec
         go_r, self._go_w = os.pipe()
         pipes = [os.pipe(), os.pipe()] if output == PIPE else []
-        with namespaces.pid_namespace_for_next_child():
+        pid_ns = next((n for n in spec["linux"]["namespaces"] if n["type"] == "pid"), None)
+        with (namespaces.pid_namespace_for_next_child(pid_ns.get("path")) if pid_ns else contextlib.nullcontext()):
             pid = os.fork()
-        if pid == 0:  # the child: PID 1 of the new pid namespace
+        if pid == 0:  # the child: PID 1 of the new pid namespace (when the spec asks for one)
             try:
                 os.close(self._report_r)
                 os.close(self._go_w)
@@ -108,6 +109,14 @@ class Init:
         raise MinidockerError(message or "the container init died before it started",
                               int(code) if code.isdigit() else host.EXIT_ENGINE)
 
+    def wait_waiting(self) -> None:
+        """OCI create: wait until the init is set up and waits for `start`."""
+        first = os.read(self._report_r, 1)
+        if first != b"W":
+            self._fail(first)
+        self._close("_report_r")
+        self._close("_go_w")
+
     def go(self) -> None:
         """Let the command run; raise with its exit code if execve failed."""
         with contextlib.suppress(BrokenPipeError):  # the init already failed: its report says why
@@ -135,7 +144,7 @@ class Init:
 
 
 def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_procs: list[str],
-            interactive: bool) -> int:
+            interactive: bool, detach: bool = False, console_socket: str = "") -> int:
     """Run a process inside a running container (exec); its exit code.
 
     A forked child joins the container's cgroup and pid namespace (as a
@@ -147,20 +156,23 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
     # Compiled here: after setns into the container's mounts, the host's
     # Python library (and libseccomp's bindings) can no longer be found.
     seccomp = security.compile_seccomp(seccomp_profile) if seccomp_profile else None
-    with namespaces.pid_namespace_for_next_child(join=target):
+    with namespaces.pid_namespace_for_next_child(join=f"/proc/{target}/ns/pid"):
         pid = os.fork()
     if pid == 0:
         try:
             os.close(report_r)
             for procs in cgroup_procs:  # before anything runs: no unlimited window
                 host.write(procs, str(os.getpid()))
-            if not interactive:
+            console = init.connect_console(console_socket) if console_socket else -1
+            if not interactive and console < 0:
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.close(null)
             if host.explaining():
                 import shlex  # noqa: F401 -- explain quotes with it; after joining the mounts it is gone
             namespaces.join_all(target)
+            if console >= 0:
+                init.take_console("/dev/pts", console)
             init.exec_process(process, seccomp)
         except host.MinidockerError as e:
             with contextlib.suppress(BaseException):
@@ -175,6 +187,10 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
     while chunk := os.read(report_r, 4096):
         report += chunk
     os.close(report_r)
+    if detach:  # the caller reports the PID; whoever adopts the orphan reaps it
+        if report:
+            raise MinidockerError(report.decode().partition(" ")[2], host.EXIT_CANNOT_INVOKE)
+        return pid
     _, status = os.waitpid(pid, 0)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     if report:

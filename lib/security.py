@@ -173,7 +173,8 @@ def drop_to(process: dict, seccomp_filter) -> None:
                                  "unshare, setns, keyctl, bpf, ptrace, reboot, ...")
         seccomp_filter.load()
     if caps is not None:
-        keep = {CAPS.index(c.removeprefix("CAP_")) for c in caps["bounding"]}
+        caps = {k: caps.get(k) or [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+        keep = {CAPS.index(c.removeprefix("CAP_")) for c in caps["bounding"] if c.removeprefix("CAP_") in CAPS}
         last = int(host.read("/proc/sys/kernel/cap_last_cap"))
         host.explain("security", f"setpriv --bounding-set -all,+{',+'.join(c[4:].lower() for c in caps['bounding'])}"
                                  " --inh-caps ... --ambient-caps -all")
@@ -185,7 +186,8 @@ def drop_to(process: dict, seccomp_filter) -> None:
         def mask(names: list[str]) -> int:
             bits = 0
             for c in names:
-                bits |= 1 << CAPS.index(c.removeprefix("CAP_"))
+                if c.removeprefix("CAP_") in CAPS:
+                    bits |= 1 << CAPS.index(c.removeprefix("CAP_"))
             return bits
 
         # Nobody can grant what they do not hold: --privileged means every

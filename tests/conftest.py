@@ -37,7 +37,7 @@ HOST_IP, UPLINK_IP, PUBLIC_IP = "10.231.250.2", "10.231.250.1", "198.51.100.7"
 MINIDOCKER = ["nsenter", f"--net=/run/netns/{SANDBOX}", os.path.join(TOP, "minidocker.py")]
 PHASES = {"1": "Phase 1: Isolation", "2A": "Phase 2A: Resources", "2B": "Phase 2B: Lifecycle",
           "2C": "Phase 2C: Networking", "3": "Phase 3: Networks", "4": "Security: the escape table",
-          "img": "Images: pulled from a registry"}
+          "img": "Images: pulled from a registry", "oci": "The OCI runtime face"}
 
 
 def md(*args: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:

@@ -69,6 +69,12 @@ class Cgroup:
     def oom_killed(self) -> bool:
         raise NotImplementedError
 
+    def freeze(self, frozen: bool) -> None:
+        raise NotImplementedError
+
+    def frozen(self) -> bool:
+        raise NotImplementedError
+
     def join(self, pid: int) -> None:
         for d in self.dirs():
             host.write(os.path.join(d, "cgroup.procs"), str(pid))

@@ -17,7 +17,7 @@ from lib.security import DEVICES_ALLOWED
 
 # What every container is put in; cpuset only when it is asked for, since a
 # new v1 cpuset starts with no CPUs and must be filled before anyone joins.
-_ALWAYS = ("memory", "cpu", "cpuacct", "pids")
+_ALWAYS = ("memory", "cpu", "cpuacct", "pids", "freezer")
 
 
 class Cgroup1(Cgroup):
@@ -63,8 +63,8 @@ class Cgroup1(Cgroup):
                 # Deny every device, then allow the harmless ones and mknod (m)
                 # of anything: a node made for the host's disk cannot be opened.
                 host.write(self._path("devices", "devices.deny"), "a")
-                for rule in DEVICES_ALLOWED:
-                    host.write(self._path("devices", "devices.allow"), rule)
+                for rule in limits.get("DeviceRules") or [("allow", r) for r in DEVICES_ALLOWED]:
+                    host.write(self._path("devices", f"devices.{rule[0]}"), rule[1])
 
     def _create_cpuset(self, cpus: str) -> None:
         top = self.mounts["cpuset"]
@@ -95,4 +95,13 @@ class Cgroup1(Cgroup):
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value) > 0
+        return False
+
+    def freeze(self, frozen: bool) -> None:
+        """pause/resume: the freezer stops every task of the cgroup at once."""
+        host.write(self._path("freezer", "freezer.state"), "FROZEN" if frozen else "THAWED")
+
+    def frozen(self) -> bool:
+        with contextlib.suppress(OSError, KeyError):
+            return host.read(self._path("freezer", "freezer.state")).strip() == "FROZEN"
         return False

@@ -88,3 +88,10 @@ class Cgroup2(Cgroup):
                 host.write(kill, "1")
                 return
         super()._kill_all(d)
+
+    def freeze(self, frozen: bool) -> None:
+        """pause/resume: cgroup.freeze stops every task of the cgroup at once."""
+        host.write(self._path("cgroup.freeze"), "1" if frozen else "0")
+
+    def frozen(self) -> bool:
+        return self._keyed("cgroup.events", "frozen") == 1

@@ -1,0 +1,309 @@
+"""minidocker-runc: the runtime layer behind runc's command line, over an OCI bundle.
+
+Docker does not start containers itself: it writes an OCI *bundle* (a root
+filesystem and a config.json) and hands it to a low-level runtime through a
+small contract that containerd, CRI-O and podman all speak:
+
+    minidocker-runc create --bundle DIR [--pid-file F] [--console-socket S] ID
+    minidocker-runc start ID           # the process runs only now
+    minidocker-runc state ID           # JSON: ociVersion, id, status, pid, bundle
+    minidocker-runc kill ID [SIGNAL]   # --all for every process of the container
+    minidocker-runc delete [--force] ID
+    minidocker-runc exec [--process P.json] [--detach] [--pid-file F] ID [CMD...]
+    minidocker-runc pause|resume ID, features, --version
+
+`create` sets everything up and returns, leaving the init blocked on a FIFO
+(`exec.fifo`) in the container's state directory; `start` opens the FIFO and
+the init execs the command: runc's own pattern.  The same runtime layer
+(runtime.py, init.py) runs `minidocker.py run`: there is one way to start a
+container.  State lives in files under --root; no daemon is needed to answer
+`state`, and a container whose PID 1 is gone is "stopped".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+
+from lib import cgroups, host, runtime, state
+from lib.host import MinidockerError
+
+VERSION = "minidocker-runc version 0.1.0\nspec: 1.0.2"
+OCI_VERSION = "1.0.2"
+
+
+def _state_dir(root: str, cid: str) -> str:
+    return os.path.join(root, cid)
+
+
+def _load(root: str, cid: str) -> dict:
+    try:
+        return state.read_json(os.path.join(_state_dir(root, cid), "state.json"))
+    except FileNotFoundError:
+        raise MinidockerError(f"container does not exist: {cid}", 1) from None
+
+
+def _status(root: str, st: dict) -> str:
+    if not state.alive(st["pid"], st["pidStart"]):
+        return "stopped"
+    if os.path.exists(os.path.join(_state_dir(root, st["id"]), "exec.fifo")):
+        return "created"
+    with contextlib.suppress(OSError, NotImplementedError):
+        if cgroups.for_container(st["cgroupsPath"]).frozen():
+            return "paused"
+    return "running"
+
+
+def _limits(resources: dict) -> dict:
+    """linux.resources, in the names the cgroup drivers take (Docker's)."""
+    memory, cpu, pids = resources.get("memory") or {}, resources.get("cpu") or {}, resources.get("pids") or {}
+    rules = []
+    for d in resources.get("devices") or []:
+        major = "*" if d.get("major") in (None, -1) else d["major"]
+        minor = "*" if d.get("minor") in (None, -1) else d["minor"]
+        rules.append(("allow" if d.get("allow") else "deny",
+                      f"{d.get('type') or 'a'} {major}:{minor} {d.get('access') or 'rwm'}"))
+    # As runc: after the spec's rules, the devices every container may use
+    # (null, zero, tty, ptmx, /dev/pts/*...): engines rely on the runtime for them.
+    from lib.security import DEVICES_ALLOWED
+
+    rules += [("allow", rule) for rule in DEVICES_ALLOWED if rule[2:] not in ("*:* m",)]
+    limit = memory.get("limit") or 0
+    return {"Memory": max(limit, 0), "MemorySwap": memory.get("swap") or 0 if limit > 0 else 0,
+            "CpuQuota": max(cpu.get("quota") or 0, 0), "CpuPeriod": cpu.get("period") or 100000,
+            "CpusetCpus": cpu.get("cpus") or "", "PidsLimit": max(pids.get("limit") or 0, 0),
+            "DeviceRules": rules}
+
+
+def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str) -> None:
+    sdir = _state_dir(root, cid)
+    if os.path.exists(sdir):
+        raise MinidockerError(f"container with id exists: {cid}", 1)
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        raise MinidockerError(f"cannot read {bundle}/config.json: {e}", 1) from None
+    linux = spec.setdefault("linux", {})
+    if any(n["type"] == "user" for n in linux.get("namespaces", [])):
+        raise MinidockerError("user namespaces are not supported by minidocker-runc", 1)
+    spec["root"]["path"] = os.path.join(bundle, spec["root"]["path"])
+    fifo = os.path.join(sdir, "exec.fifo")
+    spec.setdefault("annotations", {})["org.minidocker.exec-fifo"] = fifo
+    cgroup = cgroups.for_container((linux.get("cgroupsPath") or f"minidocker-runc/{cid}").lstrip("/"))
+    os.makedirs(sdir, mode=0o711)
+    os.mkfifo(fifo, 0o600)
+    if spec.get("process", {}).get("terminal"):
+        if not console_socket:
+            raise MinidockerError("a terminal needs --console-socket", 1)
+        spec["annotations"]["org.minidocker.console-socket"] = console_socket
+    init = None
+    try:
+        init = runtime.Init(spec, runtime.INHERIT, runtime.INHERIT, new_session=False)
+        cgroup.create(_limits(linux.get("resources") or {}))
+        cgroup.join(init.pid)
+        init.wait_ready()
+        init.wait_waiting()
+        st = {"ociVersion": OCI_VERSION, "id": cid, "pid": init.pid, "pidStart": state.process_start_time(init.pid),
+              "bundle": os.path.abspath(bundle), "created": state.now(), "cgroupsPath": cgroup.name,
+              "annotations": spec.get("annotations", {}), "owner": ""}
+        state.write_json(os.path.join(sdir, "state.json"), st)
+        if pid_file:
+            with open(pid_file, "w") as f:
+                f.write(str(init.pid))
+    except BaseException:
+        if init is not None:
+            init.abort()
+        cgroup.remove()
+        state.remove_tree(sdir)
+        raise
+
+
+def start(root: str, cid: str) -> None:
+    st = _load(root, cid)
+    fifo = os.path.join(_state_dir(root, cid), "exec.fifo")
+    if _status(root, st) != "created":
+        raise MinidockerError(f"cannot start a container that has {_status(root, st)}", 1)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for _ in range(500):  # the init opens its end for writing: then there is a byte to read
+            with contextlib.suppress(BlockingIOError):
+                if os.read(fd, 1):
+                    break
+            if not state.alive(st["pid"], st["pidStart"]):
+                raise MinidockerError("the container's init died before it could start", 1)
+            time.sleep(0.01)
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+
+
+def show_state(root: str, cid: str) -> dict:
+    st = _load(root, cid)
+    status = _status(root, st)
+    return {"ociVersion": st["ociVersion"], "id": cid, "status": status,
+            "pid": st["pid"] if status != "stopped" else 0, "bundle": st["bundle"], "rootfs": st["bundle"],
+            "created": st["created"], "annotations": st.get("annotations", {}), "owner": ""}
+
+
+def _signal_number(name: str) -> int:
+    name = name.upper().removeprefix("SIG")
+    try:
+        return int(name) if name.isdigit() else signal.Signals["SIG" + name].value
+    except KeyError:
+        raise MinidockerError(f"unknown signal {name}", 1) from None
+
+
+def kill(root: str, cid: str, sig: str, every: bool) -> None:
+    st = _load(root, cid)
+    number = _signal_number(sig)
+    if _status(root, st) == "stopped":
+        raise MinidockerError("container not running", 1)
+    pids = cgroups.for_container(st["cgroupsPath"]).pids() if every else [st["pid"]]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
+
+
+def delete(root: str, cid: str, force: bool) -> None:
+    st = _load(root, cid)
+    status = _status(root, st)
+    if status in ("running", "paused") and not force:
+        raise MinidockerError(f"cannot delete container {cid} that is not stopped: {status}", 1)
+    cgroup = cgroups.for_container(st["cgroupsPath"])
+    if status != "stopped":  # a created one waits on its FIFO: it goes too
+        if status == "paused":
+            cgroup.freeze(False)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signal.SIGKILL)
+        for _ in range(200):
+            if not state.alive(st["pid"], st["pidStart"]):
+                break
+            time.sleep(0.01)
+    cgroup.remove()
+    state.remove_tree(_state_dir(root, cid))
+
+
+def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
+    st = _load(root, cid)
+    if _status(root, st) not in ("running", "created"):
+        raise MinidockerError("cannot exec in a stopped container", 1)
+    with open(os.path.join(st["bundle"], "config.json")) as f:
+        spec = json.load(f)
+    if args.process:
+        with open(args.process) as f:
+            process = json.load(f)
+    else:
+        process = {**spec["process"], "args": args.command, "terminal": args.tty}
+        if args.cwd:
+            process["cwd"] = args.cwd
+        process["env"] = process.get("env", []) + args.env
+    if process.get("terminal") and not args.console_socket:
+        raise MinidockerError("a terminal needs --console-socket", 1)
+    procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(st["cgroupsPath"]).dirs()]
+    result = runtime.exec_in(st["pid"], process, spec.get("linux", {}).get("seccomp"), procs, interactive=True,
+                             detach=args.detach, console_socket=args.console_socket if process.get("terminal") else "")
+    if args.detach:
+        if args.pid_file:
+            with open(args.pid_file, "w") as f:
+                f.write(str(result))
+        return 0
+    return result
+
+
+def features() -> dict:
+    from lib import security
+
+    return {"ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION, "hooks": [],
+            "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "private", "rprivate",
+                             "slave", "rslave", "shared", "rshared", "strictatime", "relatime", "noatime"],
+            "linux": {"namespaces": ["pid", "mount", "uts", "ipc", "network", "cgroup"],
+                      "capabilities": ["CAP_" + c for c in security.CAPS],
+                      "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+                      "seccomp": {"enabled": True, "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                                                              "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_LOG"],
+                                  "operators": ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
+                                                "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"]}}}
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="minidocker-runc", description=__doc__.splitlines()[0],
+                                  formatter_class=argparse.RawTextHelpFormatter)
+    top.add_argument("--root", default="/run/minidocker-runc", help="where container state lives")
+    top.add_argument("--log", help="write errors here too")
+    top.add_argument("--log-format", choices=["text", "json"], default="text")
+    top.add_argument("--debug", action="store_true")
+    top.add_argument("--systemd-cgroup", action="store_true", help="accepted; cgroups are managed as cgroupfs")
+    top.add_argument("--version", "-v", action="version", version=VERSION)
+    verbs = top.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser("create")
+    p.add_argument("--bundle", "-b", default=".")
+    p.add_argument("--pid-file")
+    p.add_argument("--console-socket")
+    for flag in ("--no-pivot", "--no-new-keyring"):
+        p.add_argument(flag, action="store_true")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("id")
+    for name in ("start", "state", "pause", "resume"):
+        verbs.add_parser(name).add_argument("id")
+    p = verbs.add_parser("kill")
+    p.add_argument("--all", "-a", action="store_true")
+    p.add_argument("id")
+    p.add_argument("signal", nargs="?", default="SIGTERM")
+    p = verbs.add_parser("delete")
+    p.add_argument("--force", "-f", action="store_true")
+    p.add_argument("id")
+    p = verbs.add_parser("exec")
+    p.add_argument("--process", "-p")
+    p.add_argument("--pid-file")
+    p.add_argument("--detach", "-d", action="store_true")
+    p.add_argument("--tty", "-t", action="store_true")
+    p.add_argument("--console-socket")
+    p.add_argument("--cwd")
+    p.add_argument("--env", "-e", action="append", default=[])
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("id")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    verbs.add_parser("features")
+    return top
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.verb == "create":
+            create(args.root, args.id, os.path.abspath(args.bundle), args.pid_file or "", args.console_socket or "")
+        elif args.verb == "start":
+            start(args.root, args.id)
+        elif args.verb == "state":
+            print(json.dumps(show_state(args.root, args.id), indent=2))
+        elif args.verb == "kill":
+            kill(args.root, args.id, args.signal, args.all)
+        elif args.verb == "delete":
+            delete(args.root, args.id, args.force)
+        elif args.verb == "exec":
+            return exec_process(args.root, args.id, args)
+        elif args.verb in ("pause", "resume"):
+            st = _load(args.root, args.id)
+            cgroups.for_container(st["cgroupsPath"]).freeze(args.verb == "pause")
+        elif args.verb == "features":
+            print(json.dumps(features(), indent=2))
+        return 0
+    except MinidockerError as e:
+        _log(args, str(e))
+        return e.code if e.code != host.EXIT_ENGINE else 1
+
+
+def _log(args: argparse.Namespace, message: str) -> None:
+    print(f"minidocker-runc: {message}", file=sys.stderr)
+    if args.log:
+        with contextlib.suppress(OSError), open(args.log, "a") as f:
+            if args.log_format == "json":
+                f.write(json.dumps({"level": "error", "msg": message, "time": state.now()}) + "\n")
+            else:
+                f.write(f"{state.now()} error: {message}\n")

@@ -1,0 +1,199 @@
+"""The OCI runtime face: minidocker-runc over a bundle, and podman driving it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import SANDBOX, TOP, wait_for
+
+pytestmark = pytest.mark.order(9)
+
+RUNC = os.path.join(TOP, "minidocker-runc")
+IN_SANDBOX = ["nsenter", f"--net=/run/netns/{SANDBOX}"]
+CAPS = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+def read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def runc(root: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    if args[0] == "create":  # the container keeps create's stdio, as with runc: not our pipes, then
+        with open(os.path.join(root + ".stdio"), "w") as stdio:
+            done = subprocess.run([*IN_SANDBOX, RUNC, "--root", root, *args], stdin=subprocess.DEVNULL,
+                                  stdout=stdio, stderr=stdio, timeout=60)
+        with open(root + ".stdio") as f:
+            done.stderr = done.stdout = f.read()
+    else:
+        done = subprocess.run([*IN_SANDBOX, RUNC, "--root", root, *args], capture_output=True, text=True,
+                              timeout=60)
+    if check and done.returncode != 0:
+        raise AssertionError(f"minidocker-runc {' '.join(args)}: {done.returncode}: {done.stderr}")
+    return done
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    """A bundle: the busybox rootfs and a config.json as an engine would write it."""
+    subprocess.run([os.path.join(TOP, "fixtures", "busybox-rootfs.sh"), str(tmp_path / "rootfs")], check=True)
+    parent = f"mdt-runc-{os.getpid()}"
+    spec = {"ociVersion": "1.0.2",
+            "process": {"terminal": False, "user": {"uid": 0, "gid": 0}, "cwd": "/",
+                        "args": ["sh", "-c", "echo started > /tmp/out; hostname >> /tmp/out; sleep 60"],
+                        "env": ["PATH=/usr/bin:/bin:/usr/sbin:/sbin"],
+                        "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted", "inheritable")},
+                        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}]},
+            "root": {"path": "rootfs"}, "hostname": "bundled",
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+                       {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "rprivate"]},
+                       {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["ro", "nosuid"]}],
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+                      "resources": {"memory": {"limit": 64 << 20}, "pids": {"limit": 16}},
+                      "cgroupsPath": f"/{parent}/c1", "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}}
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    yield tmp_path
+    for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
+        if os.path.isdir(f"{top}/{parent}"):
+            os.rmdir(f"{top}/{parent}")
+
+
+@pytest.mark.row("oci", "create / start", "create returns with the init waiting; start runs it")
+def test_create_start_state_kill_delete(bundle, tmp_path, row):
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "--pid-file", str(tmp_path / "pid"), "c1")
+    st = json.loads(runc(root, "state", "c1").stdout)
+    assert st["status"] == "created" and st["id"] == "c1" and st["ociVersion"] and st["bundle"] == str(bundle)
+    pid = int((tmp_path / "pid").read_text())
+    assert st["pid"] == pid and not os.path.exists(f"/proc/{pid}/root/tmp/out")  # nothing ran yet
+    runc(root, "start", "c1")
+    assert wait_for(lambda: os.path.exists(f"/proc/{pid}/root/tmp/out"))
+    assert json.loads(runc(root, "state", "c1").stdout)["status"] == "running"
+    assert wait_for(lambda: read(f"/proc/{pid}/root/tmp/out").strip().endswith("bundled"))
+    with open(f"/proc/{pid}/limits") as f:
+        assert any(line.startswith("Max open files") and "512" in line for line in f)
+    out = runc(root, "exec", "c1", "sh", "-c", "echo $$; grep CapEff /proc/self/status").stdout.split()
+    assert out[0] != "1" and out[-1] == "0000000000000421"
+    runc(root, "pause", "c1")
+    assert json.loads(runc(root, "state", "c1").stdout)["status"] == "paused"
+    runc(root, "resume", "c1")
+    refused = runc(root, "delete", "c1", check=False)
+    assert refused.returncode == 1 and "not stopped" in refused.stderr
+    runc(root, "kill", "c1", "KILL")
+    wait_for(lambda: json.loads(runc(root, "state", "c1").stdout)["status"] == "stopped")
+    runc(root, "delete", "c1")
+    assert not os.path.exists(os.path.join(root, "c1"))
+    row.result = "created → running → paused → running → stopped → deleted"
+
+
+@pytest.mark.row("oci", "delete of a created container", "releases everything")
+def test_delete_created(bundle, tmp_path, row):
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "c2")
+    pid = json.loads(runc(root, "state", "c2").stdout)["pid"]
+    cgroup = json.loads(read(os.path.join(root, "c2", "state.json")))["cgroupsPath"]
+    runc(root, "delete", "c2")
+    assert not os.path.exists(f"/proc/{pid}") or read(f"/proc/{pid}/stat").split()[2] == "Z"
+    assert not any(os.path.isdir(f"/sys/fs/cgroup/{c}/{cgroup}") for c in os.listdir("/sys/fs/cgroup"))
+    assert not os.path.exists(os.path.join(root, "c2"))
+    assert runc(root, "state", "c2", check=False).returncode == 1
+    row.result = "process, cgroup and state gone"
+
+
+def test_features_version_and_errors(tmp_path):
+    features = json.loads(runc(str(tmp_path), "features").stdout)
+    assert "pid" in features["linux"]["namespaces"] and features["linux"]["seccomp"]["enabled"]
+    assert "spec:" in runc(str(tmp_path), "--version").stdout
+    missing = runc(str(tmp_path), "start", "nope", check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+# ------------------------------------------------------------------ podman
+PODMAN = ["podman", "--cgroup-manager", "cgroupfs", "--runtime", RUNC]
+# This machine's hard limits: podman asks for more files and processes than
+# root may have here (crun fails the same way), so the tests ask for less.
+LIMITS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", "--network", "none"]
+IMAGE = f"minidocker-test-busybox-{os.getpid()}"
+
+
+def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    done = subprocess.run([*IN_SANDBOX, *PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {done.returncode}: {done.stderr}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def busybox_in_podman(tmp_path_factory):
+    if not shutil.which("podman"):
+        pytest.skip("needs Debian's podman (.ci/setup-host installs it)")
+    existed = {c: os.path.isdir(f"/sys/fs/cgroup/{c}/libpod_parent") for c in os.listdir("/sys/fs/cgroup")}
+    rootfs = tmp_path_factory.mktemp("podman") / "rootfs"
+    subprocess.run([os.path.join(TOP, "fixtures", "busybox-rootfs.sh"), str(rootfs)], check=True)
+    tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
+    subprocess.run([*IN_SANDBOX, *PODMAN, "import", "-", IMAGE], input=tar, capture_output=True, check=True)
+    yield IMAGE
+    ids = podman("ps", "-aq", "--filter", f"ancestor={IMAGE}", check=False).stdout.split()
+    if ids:
+        podman("rm", "-f", "-t", "0", *ids, check=False)
+    podman("rmi", "-f", IMAGE, check=False)
+    for c, was in existed.items():  # podman's cgroup parent (and conmon's in it) came with these tests
+        top = f"/sys/fs/cgroup/{c}/libpod_parent"
+        if not was and os.path.isdir(top):
+            for d in sorted((dirpath for dirpath, _, _ in os.walk(top)), key=len, reverse=True):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+
+
+@pytest.mark.row("oci", "podman run --rm", "podman drives minidocker-runc: the command's output and exit code")
+def test_podman_run(busybox_in_podman, row):
+    done = podman("run", "--rm", *LIMITS, busybox_in_podman, "sh", "-c", "echo hi from $(hostname); exit 3",
+                  check=False)
+    assert done.stdout.startswith("hi from") and done.returncode == 3
+    row.result = done.stdout.strip()[:50] + ", exit 3"
+
+
+@pytest.mark.row("oci", "podman -d, exec, stop, rm -f", "all through minidocker-runc")
+def test_podman_lifecycle(busybox_in_podman, row):
+    cid = podman("run", "-d", *LIMITS, "--memory", "64m", "--pids-limit", "20", busybox_in_podman,
+                 "sleep", "300").stdout.strip()
+    assert podman("exec", cid, "sh", "-c", "echo $$").stdout.strip() != "1"
+    assert podman("exec", cid, "sh", "-c", "exit 7", check=False).returncode == 7
+    memory = [f"/sys/fs/cgroup/{c}/libpod_parent/libpod-{cid}/memory.limit_in_bytes" for c in ("memory",)]
+    if os.path.exists(memory[0]):  # v1 (this machine); on v2 the path is the unified tree's
+        assert read(memory[0]).strip() == str(64 << 20)
+        assert read(f"/sys/fs/cgroup/pids/libpod_parent/libpod-{cid}/pids.max").strip() == "20"
+    podman("stop", "-t", "1", cid)
+    assert podman("inspect", cid, "--format", "{{.State.ExitCode}}").stdout.strip() == "137"
+    podman("rm", "-f", cid)
+    row.result = "exec exit 7; limits in cgroupfs; stop 137; rm -f"
+
+
+def test_podman_interactive_tty(busybox_in_podman):
+    main, child = pty.openpty()
+    proc = subprocess.Popen([*IN_SANDBOX, *PODMAN, "run", "-it", "--rm", *LIMITS, busybox_in_podman, "sh"],
+                            stdin=child, stdout=child, stderr=child, start_new_session=True)
+    os.close(child)
+    seen, deadline = b"", time.monotonic() + 30
+    os.write(main, b"echo tty=$(tty) pid=$$; exit 4\n")
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([main], [], [], 0.2)[0]:
+            try:
+                seen += os.read(main, 4096)
+            except OSError:
+                break
+    assert proc.wait(timeout=30) == 4, seen
+    assert b"tty=/dev/pts/" in seen and b"pid=1" in seen
+    os.close(main)
