@@ -81,6 +81,8 @@ def create(cfg: spec.RunConfig) -> str:
     """Make a container record and its directory; nothing runs yet."""
     mode, bindings, mounts = _network_mode(cfg), [ports.parse(p) for p in cfg.publish], \
         [volumes.parse(v) for v in cfg.volumes]
+    if cfg.userns not in ("", "host", "private"):
+        raise MinidockerError(f"invalid --userns {cfg.userns!r}: host or private")
     if cfg.name and not state.valid_name(cfg.name):
         raise MinidockerError(f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     image_id, image = images.lookup(cfg.image, cfg.pull)
@@ -112,7 +114,14 @@ def create(cfg: spec.RunConfig) -> str:
         workdir = cfg.workdir or conf.get("WorkingDir") or "/"
         limits = spec.limits(cfg)
         cgroup = f"{cfg.cgroup_parent or cgroups.default_parent()}/{cid}"
-        oci = _oci_spec(cdir, images.layer_dirs(image), args, env, workdir, hostname, cfg, cgroup, limits)
+        shift = spec.USERNS_BASE if cfg.userns == "private" else 0
+        oci = _oci_spec(cdir, images.layer_dirs(image, shift), args, env, workdir, hostname, cfg, cgroup, limits)
+        if shift:  # the container's own layer belongs to its root: USERNS_BASE outside
+            for d in ("upper", "work"):
+                os.chown(os.path.join(cdir, d), shift, shift)
+            mapping = [{"containerID": 0, "hostID": shift, "size": spec.USERNS_SIZE}]
+            oci["linux"].update(uidMappings=mapping, gidMappings=mapping)
+            oci["linux"]["namespaces"].append({"type": "user"})
         oci["mounts"] += _name_files(cdir, mode, hostname, cfg.dns) + volumes.prepare(mounts)
         state.write_json(os.path.join(cdir, "config.json"), oci)
         _save({
@@ -124,6 +133,7 @@ def create(cfg: spec.RunConfig) -> str:
             "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "NetworkMode": mode,
                            "Privileged": cfg.privileged, "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop,
                            "SecurityOpt": cfg.security_opt, "ReadonlyRootfs": cfg.read_only,
+                           "UsernsMode": cfg.userns,
                            "CgroupParent": cfg.cgroup_parent, "IPAddress": cfg.ip, "Dns": cfg.dns,
                            "PortBindings": ports.show(bindings),
                            "Binds": [v for v in cfg.volumes if volumes.parse(v)["Type"] == "bind"]},
@@ -278,6 +288,9 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
             published = ports.reserve(cid, _private(rec)["Publish"])
             ports.publish(cid, net["IPAddress"], published)
             net["Ports"] = ports.show(published)
+
+        if oci["linux"].get("uidMappings"):
+            init.map_users(oci["linux"]["uidMappings"], oci["linux"]["gidMappings"])
 
         def started(r: dict) -> None:
             r["NetworkSettings"].update(net)

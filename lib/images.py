@@ -130,6 +130,8 @@ def remove(ref: str, force: bool, in_use: list[str]) -> list[str]:
     for diff_id in sorted(diff_ids - still):
         state.remove_tree(layer_path(diff_id))
         os.unlink(layer_path(diff_id) + ".size")
+        for copy in [f for f in os.listdir(_dir("layers")) if f.startswith(diff_id[7:] + "@")]:
+            state.remove_tree(_dir("layers", copy))
         out.append(f"Deleted: {diff_id}")
     return out
 
@@ -143,9 +145,38 @@ def layer_size(diff_id: str) -> int:
         return int(f.read())
 
 
-def layer_dirs(image_config: dict) -> list[str]:
-    """The image's layer directories, top first: overlayfs' lowerdir order."""
-    return [layer_path(d) for d in reversed(image_config["rootfs"]["diff_ids"])]
+def layer_dirs(image_config: dict, shift: int = 0) -> list[str]:
+    """The image's layer directories, top first: overlayfs' lowerdir order.
+
+    With a user namespace, root inside is `shift` outside, and files owned by
+    host root would be nobody's inside: each layer then gets a copy whose
+    owners are moved up by `shift` (once, kept beside the layer), as
+    Docker's userns-remap keeps a copy of its image store per range.
+    """
+    diff_ids = list(reversed(image_config["rootfs"]["diff_ids"]))
+    return [_shifted(d, shift) if shift else layer_path(d) for d in diff_ids]
+
+
+def _shifted(diff_id: str, shift: int) -> str:
+    import tempfile
+
+    final = f"{layer_path(diff_id)}@{shift}"
+    if os.path.isdir(final):
+        return final
+    tmp = tempfile.mkdtemp(prefix=".shift-", dir=_dir("layers"))
+    host.run(["cp", "-a", layer_path(diff_id) + "/.", tmp], "images")
+    for dirpath, dirs, files in os.walk(tmp):
+        for name in [*dirs, *files, ""] if dirpath == tmp else [*dirs, *files]:
+            path = os.path.join(dirpath, name) if name else dirpath
+            info = os.lstat(path)
+            os.lchown(path, info.st_uid + shift, info.st_gid + shift)
+            if not os.path.islink(path) and info.st_mode & 0o6000:  # chown cleared setuid/setgid
+                os.chmod(path, info.st_mode & 0o7777)
+    if not os.path.isdir(final):
+        os.rename(tmp, final)
+    else:
+        state.remove_tree(tmp)
+    return final
 
 
 # ------------------------------------------------------------- storing

@@ -146,6 +146,20 @@ def take_console(dev_pts: str, sock_fd: int) -> None:
     os.close(slave)
 
 
+def _enter_user_namespace(go_fd: int, report_fd: int) -> None:
+    """The last namespace, entered after every mount: root in here is an
+    unprivileged uid outside.  The other namespaces stay owned by the host's
+    user namespace, so root in here cannot mount, reconfigure the network or
+    undo the masks; only its own files are its own.  Our uid_map and gid_map
+    are written by the monitor (a process may not map itself to host root)."""
+    host.unshare(0x10000000, "CLONE_NEWUSER)  # = unshare --user, entered last")
+    os.write(report_fd, b"U")
+    if os.read(go_fd, 1) != b"m":
+        os._exit(host.EXIT_ENGINE)
+    os.setresgid(0, 0, 0)  # the mapped root: uid 0 here, the range's first outside
+    os.setresuid(0, 0, 0)
+
+
 def _wait_for_start(fifo_fd: int, report_fd: int) -> None:
     """runc's create/start split: `create` returns while we wait here, and
     `start` opening the FIFO for reading is what lets us go on.  The FIFO was
@@ -204,6 +218,8 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     if annotations.get("org.minidocker.console-socket"):
         take_console(os.path.join(root, "dev/pts"), connect_console(annotations["org.minidocker.console-socket"]))
     rootfs.pivot(root)
+    if any(n["type"] == "user" and not n.get("path") for n in namespaces):
+        _enter_user_namespace(go_fd, report_fd)
     if fifo:
         _wait_for_start(fifo_fd, report_fd)
     elif os.read(go_fd, 1) != b"g":

@@ -71,10 +71,18 @@ JOIN = (("ipc", 0x8000000, "--ipc"), ("uts", 0x4000000, "--uts"), ("net", 0x4000
 
 
 def join_all(pid: int) -> None:
-    """Enter a running container's namespaces, as nsenter(1) would."""
-    for kind, flag, tool in JOIN:
-        fd = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY)
+    """Enter a running container's namespaces, as nsenter(1) would; its user
+    namespace, if it has one, last: the others belong to the host's."""
+    own_user = os.stat("/proc/self/ns/user").st_ino
+    joins = JOIN + ((("user", 0x10000000, "--user"),) if os.stat(f"/proc/{pid}/ns/user").st_ino != own_user else ())
+    # Open all first: once in the container's mounts, /proc is its own and
+    # no longer shows the host's PID of its init.
+    fds = [(os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY), kind, flag, tool) for kind, flag, tool in joins]
+    for fd, kind, flag, tool in fds:
         try:
             host.setns(fd, flag, f"/proc/{pid}/ns/{kind})  # = nsenter {tool}", step="exec")
         finally:
             os.close(fd)
+    if len(joins) > len(JOIN):  # in a user namespace: become its root, as nsenter --user does
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)

@@ -90,14 +90,17 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str)
     except (OSError, ValueError) as e:
         raise MinidockerError(f"cannot read {bundle}/config.json: {e}", 1) from None
     linux = spec.setdefault("linux", {})
-    if any(n["type"] == "user" for n in linux.get("namespaces", [])):
-        raise MinidockerError("user namespaces are not supported by minidocker-runc", 1)
+    if any(n["type"] == "user" and n.get("path") for n in linux.get("namespaces", [])):
+        raise MinidockerError("joining an existing user namespace is not supported by minidocker-runc", 1)
     spec["root"]["path"] = os.path.join(bundle, spec["root"]["path"])
     fifo = os.path.join(sdir, "exec.fifo")
     spec.setdefault("annotations", {})["org.minidocker.exec-fifo"] = fifo
     cgroup = cgroups.for_container((linux.get("cgroupsPath") or f"minidocker-runc/{cid}").lstrip("/"))
     os.makedirs(sdir, mode=0o711)
     os.mkfifo(fifo, 0o600)
+    root_outside = next((m["hostID"] for m in linux.get("uidMappings") or [] if m["containerID"] == 0), 0)
+    group_outside = next((m["hostID"] for m in linux.get("gidMappings") or [] if m["containerID"] == 0), 0)
+    os.chown(fifo, root_outside, group_outside)  # the init reopens it as root of its user namespace
     if spec.get("process", {}).get("terminal"):
         if not console_socket:
             raise MinidockerError("a terminal needs --console-socket", 1)
@@ -108,6 +111,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str)
         cgroup.create(_limits(linux.get("resources") or {}))
         cgroup.join(init.pid)
         init.wait_ready()
+        if any(n["type"] == "user" for n in linux.get("namespaces", [])):
+            init.map_users(linux.get("uidMappings") or [], linux.get("gidMappings") or [])
         init.wait_waiting()
         st = {"ociVersion": OCI_VERSION, "id": cid, "pid": init.pid, "pidStart": state.process_start_time(init.pid),
               "bundle": os.path.abspath(bundle), "created": state.now(), "cgroupsPath": cgroup.name,

@@ -117,6 +117,16 @@ class Init:
         self._close("_report_r")
         self._close("_go_w")
 
+    def map_users(self, uid_mappings: list[dict], gid_mappings: list[dict]) -> None:
+        """Write the init's uid and gid maps once it has entered its user namespace."""
+        first = os.read(self._report_r, 1)
+        if first != b"U":
+            self._fail(first)
+        for kind, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+            host.write(f"/proc/{self.pid}/{kind}",
+                       "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in mappings), step="security")
+        os.write(self._go_w, b"m")
+
     def go(self) -> None:
         """Let the command run; raise with its exit code if execve failed."""
         with contextlib.suppress(BrokenPipeError):  # the init already failed: its report says why

@@ -21,6 +21,7 @@ from lib.host import MinidockerError
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's minimum: below it a container cannot even start
 CPU_PERIOD = 100_000  # µs: the CFS period Docker uses; --cpus 0.5 is 50000 of it
+USERNS_BASE, USERNS_SIZE = 100_000, 65_536  # as /etc/subuid's first range: root inside is 100000 outside
 
 
 class RunConfig:
@@ -55,6 +56,7 @@ class RunConfig:
     read_only: bool = False
     user: str = ""
     pull: str = "missing"
+    userns: str = ""  # "" or "host": the host's; "private": root inside is USERNS_BASE outside
 
     def __init__(self, **fields: object) -> None:
         for key, value in fields.items():

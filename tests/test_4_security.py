@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import inspect, md
+from conftest import inspect, md, wait_for
 
 pytestmark = pytest.mark.order(6)
 
@@ -179,3 +179,21 @@ def test_exec_is_confined_too():
     assert "CapEff:\t00000000a80425fb" in status and "Seccomp:\t2" in status
     assert "Operation not permitted" in md("exec", cid, "unshare", "-m", "true", check=False).stderr
     assert inspect(cid)["HostConfig"]["Privileged"] is False
+
+
+@pytest.mark.row("4", "--userns private", "root inside is uid 100000 outside; so are its files")
+def test_user_namespace(row, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    cid = md("run", "-d", "--userns", "private", "-v", f"{shared}:/share", "busybox", "sh", "-c",
+             "echo hi > /share/made-inside; sleep 30").stdout.strip()
+    pid = inspect(cid)["State"]["Pid"]
+    with open(f"/proc/{pid}/uid_map") as f:
+        assert f.read().split() == ["0", "100000", "65536"]
+    wait_for((shared / "made-inside").exists)
+    assert (shared / "made-inside").stat().st_uid == 100000
+    assert md("exec", cid, "id", "-u").stdout == "0\n"
+    assert "ok" in md("exec", cid, "sh", "-c", "echo x > /etc/mine && echo ok").stdout  # its image files are its own
+    assert "permission denied" in md("exec", cid, "sh", "-c", "mount -t tmpfs t /tmp", check=False).stderr
+    row.result = "uid_map 0 100000 65536; a file it made: uid 100000"

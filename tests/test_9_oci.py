@@ -65,9 +65,21 @@ def bundle(tmp_path):
                       "cgroupsPath": f"/{parent}/c1", "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]}}
     (tmp_path / "config.json").write_text(json.dumps(spec))
     yield tmp_path
-    for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
-        if os.path.isdir(f"{top}/{parent}"):
-            os.rmdir(f"{top}/{parent}")
+    # Even after a failed test: kill what is left in the bundle's cgroups, then remove them.
+    tops = [f"{t}/{parent}" for t in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")])
+            if os.path.isdir(f"{t}/{parent}")]
+    for top in tops:
+        for pid in read(f"{top}/c1/cgroup.procs").split() + read(f"{top}/c2/cgroup.procs").split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), 9)
+    for top in tops:
+        for d in sorted((dirpath for dirpath, _, _ in os.walk(top)), key=len, reverse=True):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except OSError:
+                    time.sleep(0.02)
 
 
 @pytest.mark.row("oci", "create / start", "create returns with the init waiting; start runs it")
@@ -110,6 +122,23 @@ def test_delete_created(bundle, tmp_path, row):
     assert not os.path.exists(os.path.join(root, "c2"))
     assert runc(root, "state", "c2", check=False).returncode == 1
     row.result = "process, cgroup and state gone"
+
+
+@pytest.mark.row("oci", "linux.uidMappings", "the init runs in a user namespace with the bundle's maps")
+def test_user_namespace_bundle(bundle, tmp_path, row):
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["linux"]["namespaces"].append({"type": "user"})
+    spec["linux"]["uidMappings"] = spec["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 200000,
+                                                                    "size": 65536}]
+    (bundle / "config.json").write_text(json.dumps(spec))
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "u1")
+    pid = json.loads(runc(root, "state", "u1").stdout)["pid"]
+    assert read(f"/proc/{pid}/uid_map").split() == ["0", "200000", "65536"]
+    runc(root, "start", "u1")
+    assert wait_for(lambda: "Uid:\t200000" in read(f"/proc/{pid}/status"))
+    runc(root, "delete", "--force", "u1")
+    row.result = "uid_map 0 200000 65536; PID 1 is uid 200000 outside"
 
 
 def test_features_version_and_errors(tmp_path):
