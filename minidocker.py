@@ -76,13 +76,16 @@ def _human_duration(stamp: str) -> str:
     return f"{hours // 24 // 365} years"
 
 
-def _size(n: float) -> str:
-    """Docker's HumanSize: decimal units, three significant digits."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000:
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n:.3g}PB"
+def _size(n: float, binary: bool = False) -> str:
+    """Docker's HumanSize (decimal units, 3 digits: images) or BytesSize
+    (binary units, 4 digits: stats, 100MiB)."""
+    base, digits = (1024, 4) if binary else (1000, 3)
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB") if binary else ("B", "kB", "MB", "GB", "TB", "PB")
+    for unit in units[:-1]:
+        if n < base:
+            return f"{n:.{digits}g}{unit}"
+        n /= base
+    return f"{n:.{digits}g}{units[-1]}"
 
 
 def _each(refs: list[str], action, show: bool = True) -> int:
@@ -288,15 +291,6 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return container.exec_(args.container, args.command, args.env, args.workdir or "", args.interactive)
 
 
-def _binary_size(n: float) -> str:
-    """Docker's BytesSize: binary units, four significant digits (100MiB)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024:
-            return f"{n:.4g}{unit}"
-        n /= 1024
-    return f"{n:.4g}PiB"
-
-
 def cmd_stats(args: argparse.Namespace) -> int:
     import time
 
@@ -316,7 +310,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             # CPU % as Docker counts it: 100% is one CPU busy for the whole interval.
             cpu = (new["cpu_ns"] - old["cpu_ns"]) / ((now - then) * 1e9) * 100
             rows.append([rec["Id"][:12], rec["Name"].lstrip("/"), f"{cpu:.2f}%",
-                         f"{_binary_size(new['memory'])} / {_binary_size(new['limit'])}",
+                         f"{_size(new['memory'], binary=True)} / {_size(new['limit'], binary=True)}",
                          f"{new['memory'] / new['limit'] * 100:.2f}%", str(new["pids"])])
         if not args.no_stream:
             print("\033[2J\033[H", end="")  # clear the screen, as docker stats does

@@ -107,6 +107,18 @@ def main() -> None:
                            ("docker", ["docker", "run", "--rm", "busybox", "true"])):
             if shutil.which(name) and works(argv):
                 add(f"{name} run --rm busybox true", median_ms(argv, max(5, args.runs // 3)))
+        if shutil.which("podman"):  # podman with minidocker-runc as its OCI runtime
+            image = f"minidocker-bench-{os.getpid()}"
+            podman = ["nsenter", f"--net=/run/netns/{NETNS}", "podman", "--cgroup-manager", "cgroupfs",
+                      "--runtime", os.path.join(TOP, "minidocker-runc")]
+            tar = subprocess.run(["tar", "-C", rootfs, "-c", "."], capture_output=True, check=True).stdout
+            subprocess.run([*podman, "import", "-", image], input=tar, capture_output=True, check=False)
+            argv = [*podman, "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024",
+                    "--ulimit", "nproc=4096:4096", image, "true"]
+            if works(argv):
+                add("podman --runtime minidocker-runc run --rm --network none true",
+                    median_ms(argv, max(5, args.runs // 3)))
+            subprocess.run([*podman, "rmi", "-f", image], capture_output=True, check=False)
         print(f"\n{os.uname().machine}, {os.cpu_count()} CPUs, kernel {os.uname().release}, "
               f"median of {args.runs} runs\n")
         print("| what | median | × baseline |\n|---|---:|---:|")

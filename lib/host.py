@@ -129,14 +129,6 @@ def system_module(name: str, package: str):
         raise MinidockerError(f"this needs the {name} module: apt-get install {package}") from None
 
 
-def succeeds(argv: list[str], step: str) -> bool:
-    """Run a probe command; its exit status is the answer."""
-    import subprocess
-
-    explain(step, argv)
-    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
-
-
 def write(path: str, value: str, step: str = "cgroups") -> None:
     """Write a kernel control file (cgroupfs, /proc/sys), explained."""
     explain(step, f"echo {value} > {path}")

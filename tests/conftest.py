@@ -180,6 +180,7 @@ def row(request) -> Row:
 
 # ------------------------------------------------------ the phase tables
 _rows: dict[str, list[tuple[str, str, str, str]]] = {}
+SUMMARY: list[str] = []  # lines for the end of the run (the doc runner's count)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -202,6 +203,8 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
+    for line in SUMMARY:
+        terminalreporter.write_line(line, bold=True)
     if not _rows:
         return
     from tabulate import tabulate

@@ -28,7 +28,7 @@ import re
 import subprocess
 
 import pytest
-from conftest import SANDBOX, TOP, md
+from conftest import SANDBOX, SUMMARY, TOP, md
 
 pytestmark = pytest.mark.order(8)
 
@@ -103,7 +103,8 @@ def test_every_walkthrough_command_ran():
     """100% of walkthrough commands are executed: the count is reported."""
     total = sum(len(sessions(d)) for d in DOCS)
     ran = sum(COUNTED.values())
-    print(f"\nwalkthrough commands executed: {ran} of {total}")
+    SUMMARY.append(f"walkthrough commands executed: {ran} of {total} "
+                   f"({', '.join(f'{doc}: {n}' for doc, n in COUNTED.items())})")
     assert ran == total
 
 
