@@ -95,7 +95,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str)
     spec["root"]["path"] = os.path.join(bundle, spec["root"]["path"])
     fifo = os.path.join(sdir, "exec.fifo")
     spec.setdefault("annotations", {})["org.minidocker.exec-fifo"] = fifo
-    cgroup = cgroups.for_container((linux.get("cgroupsPath") or f"minidocker-runc/{cid}").lstrip("/"))
+    cgroup = cgroups.for_container((linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}").lstrip("/"))
     os.makedirs(sdir, mode=0o711)
     os.mkfifo(fifo, 0o600)
     root_outside = next((m["hostID"] for m in linux.get("uidMappings") or [] if m["containerID"] == 0), 0)

@@ -105,6 +105,13 @@ def host_network_state() -> dict:
 HOST_BEFORE: dict = {}
 
 
+def minidocker_cgroups() -> set[str]:
+    """Every cgroup named for minidocker, at any of the top levels of each hierarchy."""
+    import glob
+
+    return set(glob.glob("/sys/fs/cgroup/minidocker*") + glob.glob("/sys/fs/cgroup/*/minidocker*"))
+
+
 # ------------------------------------------------------------- fixtures
 def _make_sandbox() -> None:
     script = f"""
@@ -138,7 +145,7 @@ def state_root():
     # `run` pulls a missing image from Docker Hub, as Docker does: never here.
     # The pull tests name their registry, on the sandbox's loopback.
     os.environ["MINIDOCKER_PULL"] = "never"
-    HOST_BEFORE.update(host_network_state())
+    HOST_BEFORE.update(host_network_state(), cgroups=minidocker_cgroups())
     _make_sandbox()
     yield root
     _remove_all_containers()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import HOST_BEFORE, PHASES, host_network_state, md, our_mounts
+from conftest import HOST_BEFORE, PHASES, host_network_state, md, minidocker_cgroups, our_mounts
 
 pytestmark = pytest.mark.order(-1)
 
@@ -14,7 +14,8 @@ pytestmark = pytest.mark.order(-1)
 def test_host_network_unchanged(row):
     now = host_network_state()
     for key, before in HOST_BEFORE.items():
-        assert now[key] == before, f"the host's {key} changed"
+        if key != "cgroups":
+            assert now[key] == before, f"the host's {key} changed"
     row.result = "identical before and after the suite"
 
 
@@ -27,5 +28,8 @@ def test_nothing_of_ours_is_left(row):
             if os.path.isdir(f"/sys/fs/cgroup/{c}/{parent}") for d in os.listdir(f"/sys/fs/cgroup/{c}/{parent}")
             if os.path.isdir(f"/sys/fs/cgroup/{c}/{parent}/{d}")]
     assert left == []
+    ours = os.path.basename(parent)
+    new = {d for d in minidocker_cgroups() - HOST_BEFORE["cgroups"] if os.path.basename(d) != ours}
+    assert new == set(), f"cgroups left behind: {sorted(new)}"
     assert PHASES  # the tables print after this
     row.result = "0 containers, 0 mounts, 0 cgroups"

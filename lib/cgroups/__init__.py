@@ -24,6 +24,7 @@ import time
 from lib import host
 
 DEFAULT_PARENT = "minidocker"
+OCI_PARENT = "minidocker-runc"  # minidocker-runc's, when a bundle names no cgroupsPath
 
 
 def default_parent() -> str:
@@ -115,9 +116,9 @@ class Cgroup:
                     os.kill(int(pid), 9)
 
     def _remove_parent(self, parent: str) -> None:
-        # Only our own default parent, and only when empty: a --cgroup-parent
+        # Only our own default parents, and only when empty: a --cgroup-parent
         # the user made is theirs, and another container may still be inside.
-        if os.path.basename(parent) == default_parent():
+        if os.path.basename(parent) in (default_parent(), OCI_PARENT):
             with contextlib.suppress(OSError):
                 os.rmdir(parent)
                 host.explain("cgroups", f"rmdir {parent}")
