@@ -21,12 +21,12 @@ sys.path.insert(0, os.path.join(TOP, "fixtures"))
 import oci_layout  # noqa: E402
 
 REGISTRY = "127.0.0.1:5000"
+IN_SANDBOX_PREFIX = ["nsenter", f"--net=/run/netns/{SANDBOX}"]
 NEEDS = [tool for tool in ("docker-registry", "skopeo") if not shutil.which(tool)]
 
 
 def in_sandbox(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", *argv], capture_output=True, text=True,
-                          check=True)
+    return subprocess.run([*IN_SANDBOX_PREFIX, *argv], capture_output=True, text=True, check=True)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,58 @@ def test_save_load_round_trip(registry, tmp_path, row):
     assert loaded.startswith("Loaded image ID: sha256:")
     assert md("run", "--rm", "--network", "none", loaded.split()[-1][7:19], "cat", "/marker").stdout
     row.result = "whiteouts survive save/load; OCI layout loads"
+
+
+# An auth proxy in front of the registry: 401 with a Bearer challenge unless the
+# request carries the token its realm hands out, as Docker Hub answers.
+AUTH_PROXY = r'''
+import http.server, json, sys, urllib.request, urllib.error
+TOKEN, REALM = "minidocker-test-token", "http://127.0.0.1:5001/token"
+class Proxy(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        if self.path.startswith("/token"):
+            ok = "scope=repository%3Abusybox%3Apull" in self.path and "service=test-registry" in self.path
+            body = json.dumps({"token": TOKEN} if ok else {}).encode()
+            self.send_response(200 if ok else 400)
+        elif self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            body = b'{"errors": [{"code": "UNAUTHORIZED"}]}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="{REALM}",service="test-registry",'
+                                                 'scope="repository:busybox:pull"')
+        else:
+            request = urllib.request.Request("http://127.0.0.1:5000" + self.path,
+                                             headers={"Accept": self.headers.get("Accept", "")})
+            try:
+                answer = urllib.request.urlopen(request)
+            except urllib.error.HTTPError as e:
+                answer = e
+            body = answer.read()
+            self.send_response(answer.status if hasattr(answer, "status") else answer.code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", ""))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", 5001), Proxy).serve_forever()
+'''
+
+
+@pytest.mark.row("img", "Bearer auth", "401 + WWW-Authenticate: the token from its realm is used")
+def test_bearer_token_challenge(registry, row):
+    proxy = subprocess.Popen([*IN_SANDBOX_PREFIX, sys.executable, "-c", AUTH_PROXY])
+    try:
+        probe = "import socket; socket.create_connection(('127.0.0.1', 5001), 1)"
+        for _ in range(100):
+            if subprocess.run([*IN_SANDBOX_PREFIX, sys.executable, "-c", probe], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+        md("rmi", "-f", f"{REGISTRY}/busybox", "127.0.0.1:5001/busybox", check=False)
+        out = md("pull", "127.0.0.1:5001/busybox").stdout
+        assert "Downloaded 127.0.0.1:5001/busybox:latest" in out
+        assert md("run", "--rm", "--network", "none", "127.0.0.1:5001/busybox", "echo", "authorized").stdout == \
+            "authorized\n"
+    finally:
+        proxy.kill()
+        proxy.wait()
+    row.result = "challenged, token fetched, pulled"
