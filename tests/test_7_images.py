@@ -22,7 +22,7 @@ import oci_layout  # noqa: E402
 
 REGISTRY = "127.0.0.1:5000"
 IN_SANDBOX_PREFIX = ["nsenter", f"--net=/run/netns/{SANDBOX}"]
-NEEDS = [tool for tool in ("docker-registry", "skopeo") if not shutil.which(tool)]
+NEEDS = [tool for tool in ("docker-registry", "skopeo", "zstd") if not shutil.which(tool)]
 
 
 def in_sandbox(*argv: str) -> subprocess.CompletedProcess:
@@ -33,7 +33,7 @@ def in_sandbox(*argv: str) -> subprocess.CompletedProcess:
 def registry(tmp_path_factory):
     """A registry on the sandbox's 127.0.0.1:5000, with the fixture images pushed."""
     if NEEDS:
-        pytest.skip(f"needs {' and '.join(NEEDS)} (apt-get install docker-registry skopeo: .ci/setup-host)")
+        pytest.skip(f"needs {' and '.join(NEEDS)} (apt-get install docker-registry skopeo zstd: .ci/setup-host)")
     top = tmp_path_factory.mktemp("registry")
     (top / "config.yml").write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {top}/data\n"
                                     f"http:\n  addr: {REGISTRY}\nlog:\n  level: error\n")
@@ -48,7 +48,7 @@ def registry(tmp_path_factory):
             time.sleep(0.1)
         for kind, name, copy_all in (("busybox", "busybox:latest", False), ("busybox", "again:latest", False),
                                      ("whiteouts", "layered:1", False), ("multiarch", "multi:latest", True),
-                                     ("unique", "corrupt:latest", False)):
+                                     ("unique", "corrupt:latest", False), ("zstd", "zstd:latest", False)):
             layout = top / kind
             if not layout.exists():
                 oci_layout.build(kind, str(layout))
@@ -118,6 +118,13 @@ def test_corrupted_blob_is_refused(registry, row):
     assert f"{REGISTRY}/corrupt" not in md("images").stdout
     assert layers() <= before and f"{REGISTRY}/corrupt" not in images_before
     row.result = bad.stderr.strip()[:60]
+
+
+@pytest.mark.row("img", "zstd layers", "a zstd-compressed layer is pulled and runs")
+def test_zstd_layer(registry, row):
+    md("pull", f"{REGISTRY}/zstd")
+    assert md("run", "--rm", "--network", "none", f"{REGISTRY}/zstd").stdout == "zstd\n"
+    row.result = "application/vnd.oci.image.layer.v1.tar+zstd: ran"
 
 
 def test_unknown_image():
