@@ -136,7 +136,7 @@ def create(cfg: spec.RunConfig) -> str:
                            "UsernsMode": cfg.userns,
                            "CgroupParent": cfg.cgroup_parent, "IPAddress": cfg.ip, "Dns": cfg.dns,
                            "PortBindings": ports.show(bindings),
-                           "Binds": [v for v in cfg.volumes if volumes.parse(v)["Type"] == "bind"]},
+                           "Binds": [v for v, m in zip(cfg.volumes, mounts, strict=True) if m["Type"] == "bind"]},
             "Config": {"Hostname": hostname, "Env": env, "Cmd": command, "Entrypoint": entrypoint or None,
                        "Image": cfg.image, "WorkingDir": workdir, "Tty": cfg.tty, "OpenStdin": cfg.interactive,
                        "User": cfg.user},
