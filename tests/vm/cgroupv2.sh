@@ -14,9 +14,11 @@ if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
     exit 0
 fi
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
-if [ -z "$kernel" ] || ! command -v vng >/dev/null; then
-    echo "cgroupv2.sh: needs a kernel in /boot (apt-get install linux-image-amd64) and vng (pip install virtme-ng)" >&2
-    exit 1
+qemu="qemu-system-$(uname -m)"
+if [ -z "$kernel" ] || ! command -v vng >/dev/null || ! command -v "$qemu" >/dev/null; then
+    echo "cgroupv2.sh: SKIPPED: the cgroup v2 tier needs a kernel in /boot (linux-image-*), $qemu and vng" \
+         "(virtme-ng); .ci/setup-host installs them where it can"
+    exit 0
 fi
 results=$(mktemp -d /var/tmp/minidocker-vm.XXXXXX)
 python=$(command -v python3)
