@@ -281,7 +281,7 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         # the kernel (~15 ms here): done now, it overlaps the init's mounts.
         cgroup.join(init.pid)
         init.wait_ready()
-        if mode not in ("none", "host") and not mode.startswith("container:"):
+        if network.bridged(mode):
             net = network.attach(rec, init.pid)
             network.write_hosts(rec)
             network.refresh_peers(mode)

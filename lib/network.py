@@ -46,6 +46,11 @@ from lib.host import MinidockerError
 
 DEFAULT = {"Name": "bridge", "Bridge": "minidocker0", "Subnet": "172.18.0.0/24", "Gateway": "172.18.0.1"}
 MODES = ("bridge", "none", "host")
+
+
+def bridged(mode: str) -> bool:
+    """Does this --network mode give the container a veth on one of our bridges?"""
+    return mode not in ("none", "host") and not mode.startswith("container:")
 CHAIN, NAT_CHAIN = "MINIDOCKER", "MINIDOCKER-POSTROUTING"
 COMMENT = "-m comment --comment minidocker"
 
@@ -197,7 +202,7 @@ def write_hosts(rec: dict) -> None:
     The default bridge does not do this, as in Docker.
     """
     mode = rec["HostConfig"]["NetworkMode"]
-    net = None if mode in ("none", "host") or mode.startswith("container:") else find(mode)
+    net = find(mode) if bridged(mode) else None
     ips = members(net) if net else {}
     peers = {}
     if net is not None and net is not DEFAULT:
@@ -211,7 +216,7 @@ def write_hosts(rec: dict) -> None:
 
 def refresh_peers(net_name: str, leaving: str = "") -> None:
     """Rewrite the hosts files of a user-defined network's containers."""
-    if net_name in ("bridge", "none", "host") or net_name.startswith("container:"):
+    if not bridged(net_name) or net_name == "bridge":  # the default bridge names no peers, as Docker's
         return
     with_net = find(net_name)
     for cid in members(with_net):

@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 
-from lib import cgroups, host, runtime, state
+from lib import cgroups, host, runtime, security, state
 from lib.host import MinidockerError
 
 VERSION = "minidocker-runc version 0.1.0\nspec: 1.0.2"
@@ -69,10 +69,9 @@ def _limits(resources: dict) -> dict:
         rules.append(("allow" if d.get("allow") else "deny",
                       f"{d.get('type') or 'a'} {major}:{minor} {d.get('access') or 'rwm'}"))
     # As runc: after the spec's rules, the devices every container may use
-    # (null, zero, tty, ptmx, /dev/pts/*...): engines rely on the runtime for them.
-    from lib.security import DEVICES_ALLOWED
-
-    rules += [("allow", rule) for rule in DEVICES_ALLOWED if rule[2:] not in ("*:* m",)]
+    # (null, zero, tty, ptmx, /dev/pts/*...): engines rely on the runtime for
+    # them.  Not the blanket mknod rules: those are `run`'s Docker default.
+    rules += [("allow", rule) for rule in security.DEVICES_ALLOWED if not rule.endswith("*:* m")]
     limit = memory.get("limit") or 0
     return {"Memory": max(limit, 0), "MemorySwap": memory.get("swap") or 0 if limit > 0 else 0,
             "CpuQuota": max(cpu.get("quota") or 0, 0), "CpuPeriod": cpu.get("period") or 100000,
@@ -222,8 +221,6 @@ def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
 
 
 def features() -> dict:
-    from lib import security
-
     return {"ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION, "hooks": [],
             "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "private", "rprivate",
                              "slave", "rslave", "shared", "rshared", "strictatime", "relatime", "noatime"],

@@ -32,8 +32,22 @@ def default_parent() -> str:
     return os.environ.get("MINIDOCKER_CGROUP_PARENT", DEFAULT_PARENT)
 
 
+_found: tuple[str | None, dict[str, str]] | None = None
+
+
 def _mounts() -> tuple[str | None, dict[str, str]]:
-    """The cgroup2 mount point that has controllers, and each v1 controller's."""
+    """The cgroup2 mount point that has controllers, and each v1 controller's.
+
+    Read once a process: a `run` asks at create, at start and at exit, and
+    the host's cgroup mounts do not change under one command.
+    """
+    global _found
+    if _found is None:
+        _found = _read_mounts()
+    return _found
+
+
+def _read_mounts() -> tuple[str | None, dict[str, str]]:
     v2, v1 = None, {}
     with open("/proc/self/mountinfo") as f:
         for line in f:
