@@ -209,17 +209,18 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
         resources.setdefault("cpu", {})["cpus"] = limits["CpusetCpus"]
     if limits["PidsLimit"]:
         resources["pids"] = {"limit": limits["PidsLimit"]}
+    from lib import seccomp as seccomp_profile
     from lib import security
 
     caps = security.capabilities(cfg.cap_add, cfg.cap_drop, cfg.privileged,
                                  mknod_safe=cgroups.devices_controlled())
-    seccomp, no_new_privs = (None if cfg.privileged else security.default_seccomp()), False
+    seccomp, no_new_privs = (None if cfg.privileged else seccomp_profile.default_profile(caps)), False
     for opt in cfg.security_opt:
         key, _, value = opt.partition("=" if "=" in opt else ":")
         if key == "no-new-privileges" and value in ("", "true"):
             no_new_privs = True
         elif key == "seccomp":
-            seccomp = None if value == "unconfined" else security.load_profile(value)
+            seccomp = None if value == "unconfined" else seccomp_profile.load_profile(value)
         elif not (key == "no-new-privileges" and value == "false"):
             raise MinidockerError(f"invalid --security-opt: {opt}")
     uid, gid = security.parse_user(cfg.user) if cfg.user else (0, 0)

@@ -23,7 +23,7 @@ import contextlib
 import os
 import resource  # a small C module; imported now, since after pivot_root it cannot be found
 
-from lib import host, rootfs, security
+from lib import host, rootfs, seccomp, security
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
@@ -204,7 +204,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     for key, value in spec["linux"].get("sysctl", {}).items():
         host.write(os.path.join(root, "proc/sys", key.replace(".", "/")), value, step="namespaces")
     security.mask_paths(root, spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
-    seccomp = security.compile_seccomp(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
+    seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
     if spec["root"].get("readonly"):
         host.mount("", root, None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
     if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in namespaces):
@@ -225,7 +225,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     elif os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
     try:
-        exec_process(spec["process"], seccomp)
+        exec_process(spec["process"], seccomp_filter)
     except host.MinidockerError as e:
         with contextlib.suppress(OSError):
             os.write(report_fd, f"{e.code} {e}".encode())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from lib import host, init, namespaces, security
+from lib import host, init, namespaces, seccomp
 from lib.host import MinidockerError
 
 INHERIT, NULL, PIPE = "inherit", "null", "pipe"
@@ -165,7 +165,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
     report_r, report_w = os.pipe()
     # Compiled here: after setns into the container's mounts, the host's
     # Python library (and libseccomp's bindings) can no longer be found.
-    seccomp = security.compile_seccomp(seccomp_profile) if seccomp_profile else None
+    seccomp_filter = seccomp.compile_filter(seccomp_profile) if seccomp_profile else None
     with namespaces.pid_namespace_for_next_child(join=f"/proc/{target}/ns/pid"):
         pid = os.fork()
     if pid == 0:
@@ -183,7 +183,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
             namespaces.join_all(target)
             if console >= 0:
                 init.take_console("/dev/pts", console)
-            init.exec_process(process, seccomp)
+            init.exec_process(process, seccomp_filter)
         except host.MinidockerError as e:
             with contextlib.suppress(BaseException):
                 os.write(report_w, f"{e.code} {e}".encode())
