@@ -709,6 +709,7 @@ def main(argv: list[str]) -> int:
                                   "(try: sudo ./minidocker.py ...)")
         if args.verb == "exec" and not args.command:
             raise MinidockerError('"exec" requires at least 2 arguments', 1)
+        state.secure_root()
         return args.func(args)
     except MinidockerError as e:
         print(f"minidocker: {e}", file=sys.stderr)

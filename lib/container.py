@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import signal
 import time
@@ -93,8 +92,7 @@ def create(cfg: spec.RunConfig) -> str:
     if not args:
         raise MinidockerError("No command specified")
     env = _merge_env(conf.get("Env") or [], cfg.env)
-    if not cfg.user and re.fullmatch(r"\d+(:\d+)?", conf.get("User") or ""):
-        cfg.user = conf["User"]  # the image's USER, where it is numeric
+    cfg.user = cfg.user or conf.get("User") or ""  # resolved at each start, in the container's /etc/passwd
     cid = state.new_id()
     cdir = state.container_dir(cid)
     os.makedirs(cdir)
@@ -113,7 +111,7 @@ def create(cfg: spec.RunConfig) -> str:
         hostname = cfg.hostname or cid[:12]
         workdir = cfg.workdir or conf.get("WorkingDir") or "/"
         limits = spec.limits(cfg)
-        cgroup = f"{cfg.cgroup_parent or cgroups.default_parent()}/{cid}"
+        cgroup = f"{cgroups.relative(cfg.cgroup_parent or cgroups.default_parent())}/{cid}"
         shift = spec.USERNS_BASE if cfg.userns == "private" else 0
         oci = _oci_spec(cdir, images.layer_dirs(image, shift), args, env, workdir, hostname, cfg, cgroup, limits)
         if shift:  # the container's own layer belongs to its root: USERNS_BASE outside
@@ -154,7 +152,7 @@ def create(cfg: spec.RunConfig) -> str:
 
 
 def _merge_env(image_env: list[str], user_env: list[str]) -> list[str]:
-    merged = {"PATH": images.DEFAULT_PATH, "HOME": "/root"}
+    merged = {"PATH": images.DEFAULT_PATH}  # HOME comes from the user's passwd entry, at start (users.py)
     for item in image_env + user_env:
         key, sep, value = item.partition("=")
         if sep:
@@ -212,6 +210,9 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
     from lib import seccomp as seccomp_profile
     from lib import security
 
+    # Inheritable stays empty, as Docker's since CVE-2022-24769: a file with
+    # inheritable file capabilities run by a non-root user would otherwise
+    # gain them, beyond what the user was given.
     caps = security.capabilities(cfg.cap_add, cfg.cap_drop, cfg.privileged,
                                  mknod_safe=cgroups.devices_controlled())
     seccomp, no_new_privs = (None if cfg.privileged else seccomp_profile.default_profile(caps)), False
@@ -223,7 +224,6 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
             seccomp = None if value == "unconfined" else seccomp_profile.load_profile(value)
         elif not (key == "no-new-privileges" and value == "false"):
             raise MinidockerError(f"invalid --security-opt: {opt}")
-    uid, gid = security.parse_user(cfg.user) if cfg.user else (0, 0)
     mounts = rootfs.default_mounts()
     if cfg.privileged:  # /sys writable, as Docker gives a privileged container
         mounts = [{**m, "options": [o for o in m["options"] if o != "ro"]} if m["type"] == "sysfs" else m
@@ -232,10 +232,13 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
     # --network container:X joins X's network namespace: its path is set at each start (X's PID changes).
     return {
         "ociVersion": "1.0.2",
-        "process": {"terminal": cfg.tty, "user": {"uid": uid, "gid": gid}, "args": args, "env": env,
+        # `username` is the OCI spec's field for Windows; here it carries `-u`
+        # to the init, which looks it up in the container's own files (users.py).
+        "process": {"terminal": cfg.tty, "user": {"uid": 0, "gid": 0, **({"username": cfg.user} if cfg.user else {})},
+                    "args": args, "env": env,
                     "cwd": workdir, "noNewPrivileges": no_new_privs,
                     "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
-                                     "inheritable": caps, "ambient": []}},
+                                     "inheritable": [], "ambient": []}},
         "root": {"path": os.path.join(cdir, "rootfs"), "readonly": cfg.read_only},
         "hostname": hostname,
         "mounts": mounts,
@@ -322,15 +325,17 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
 def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) -> int:
     """Start a created (or ended) container; attached, return its exit code."""
     if detach:
-        _start_detached(cid)
+        if not running(refresh(load(cid))):  # as Docker: starting a running container is no error
+            _start_detached(cid)
         return 0
     from lib import runtime
 
     # Without a terminal the container gets its own session: Ctrl-C reaches
     # only us, and we pass it on, as `docker run` does (PID 1 may ignore it).
     # With one, it shares our terminal and its foreground process group.
-    init = _launch(cid, (runtime.INHERIT if interactive else runtime.NULL,
-                         runtime.INHERIT if tty else runtime.PIPE), new_session=not tty)
+    with state.transition(cid):
+        init = _launch(cid, (runtime.INHERIT if interactive else runtime.NULL,
+                             runtime.INHERIT if tty else runtime.PIPE), new_session=not tty)
 
     def forward(sig: int, _frame: object) -> None:
         os.kill(init.pid, sig)
@@ -368,7 +373,8 @@ def _start_detached(cid: str) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         try:
-            init = _launch(cid, (runtime.NULL, runtime.PIPE), new_session=True)
+            with state.transition(cid):
+                init = _launch(cid, (runtime.NULL, runtime.PIPE), new_session=True)
         finally:
             os.environ.pop("MINIDOCKER_EXPLAIN", None)
             os.close(explain)
@@ -497,41 +503,47 @@ def stop(ref: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> None:
     for.  A shell that traps TERM exits at once (143); `sleep` as PID 1
     ignores TERM, and only the SIGKILL after the timeout ends it (137).
     """
-    rec = find(ref)
-    if not running(rec):
-        return
-    _mark_stopping(rec["Id"])
-    _signal(rec, signal.SIGTERM)
-    if not _wait_gone(rec, timeout):
-        _signal(rec, signal.SIGKILL)
-        _wait_gone(rec, 10)
-    _wait_recorded(rec["Id"])
+    cid = state.resolve(ref)
+    with state.transition(cid):
+        rec = refresh(load(cid))
+        if not running(rec):
+            return
+        _mark_stopping(cid)
+        _signal(rec, signal.SIGTERM)
+        if not _wait_gone(rec, timeout):
+            _signal(rec, signal.SIGKILL)
+            _wait_gone(rec, 10)
+        _wait_recorded(cid)
 
 
 def kill(ref: str, sig: int = signal.SIGKILL) -> None:
-    rec = find(ref)
-    if not running(rec):
-        raise MinidockerError(f"Cannot kill container: {ref}: container {rec['Id']} is not running", 1)
-    if sig in (signal.SIGKILL, signal.SIGTERM):
-        _mark_stopping(rec["Id"])
-    _signal(rec, sig)
-    if sig == signal.SIGKILL:
-        _wait_gone(rec, 10)
-        _wait_recorded(rec["Id"])
+    cid = state.resolve(ref)
+    with state.transition(cid):
+        rec = refresh(load(cid))
+        if not running(rec):
+            raise MinidockerError(f"Cannot kill container: {ref}: container {cid} is not running", 1)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            _mark_stopping(cid)
+        _signal(rec, sig)
+        if sig == signal.SIGKILL:
+            _wait_gone(rec, 10)
+            _wait_recorded(cid)
 
 
 def remove(ref: str, force: bool = False) -> str:
-    rec = find(ref)
-    if running(rec):
-        if not force:
-            raise MinidockerError(f'cannot remove container "{rec["Name"]}": container is running: '
-                                  "stop the container before removing or force remove", 1)
-        _mark_stopping(rec["Id"])
-        _signal(rec, signal.SIGKILL)
-        _wait_gone(rec, 10)
-        rec = _wait_recorded(rec["Id"])
-    _remove_files(rec)
-    return rec["Id"]
+    cid = state.resolve(ref)
+    with state.transition(cid):
+        rec = refresh(load(cid))
+        if running(rec):
+            if not force:
+                raise MinidockerError(f'cannot remove container "{rec["Name"]}": container is running: '
+                                      "stop the container before removing or force remove", 1)
+            _mark_stopping(cid)
+            _signal(rec, signal.SIGKILL)
+            _wait_gone(rec, 10)
+            rec = _wait_recorded(cid)
+        _remove_files(rec)
+    return cid
 
 
 def _remove_files(rec: dict) -> None:

@@ -191,6 +191,39 @@ def mount(source: str, target: str, fstype: str | None, flags: int = 0,
         raise HostError(quote([*shown, source, target]), e.strerror) from None
 
 
+def restrict_bind(target: str, flags: int, recursive: bool, step: str = "rootfs") -> None:
+    """Apply ro, nosuid, nodev, noexec to a bind mount, and to every mount below it too.
+
+    A bind mount ignores MS_RDONLY when it is made, so it takes a remount,
+    and a remount changes one mount only: with `-v /srv:/data:ro` a mount
+    under /srv would stay writable in the container.  mount_setattr(2) with
+    AT_RECURSIVE (Linux 5.12) changes the whole tree at once, as Docker 25
+    does; on an older kernel each submount is remounted in turn."""
+    words = [w for bit, w in _FLAG_WORDS if flags & bit and bit in (MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC)]
+    if recursive:
+        import ctypes
+
+        # struct mount_attr: attr_set, attr_clr, propagation, userns_fd.  The
+        # MOUNT_ATTR_ bits for ro, nosuid, nodev, noexec are MS_'s own values.
+        attr = (ctypes.c_uint64 * 4)(flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), 0, 0, 0)
+        explain(step, f"mount_setattr({target}, AT_RECURSIVE, {'+'.join(words)})  # = mount -o remount,bind,"
+                      f"{','.join(words)} of it and every mount below it")
+        try:  # mount_setattr is 442 on every architecture; AT_FDCWD, AT_RECURSIVE
+            _call("syscall", 442, -100, target.encode(), 0x8000, attr, ctypes.sizeof(attr))
+            return
+        except OSError as e:
+            import errno
+
+            if e.errno != errno.ENOSYS:
+                raise HostError(f"mount_setattr {target}", e.strerror) from None
+        with open("/proc/self/mountinfo") as f:
+            below = [line.split()[4] for line in f if line.split()[4].startswith(target.rstrip("/") + "/")]
+    else:
+        below = []
+    for point in [target, *below]:
+        mount("", point, None, flags | MS_REMOUNT | MS_BIND, step=step)
+
+
 def umount(target: str, flags: int = MNT_DETACH, step: str = "rootfs") -> None:
     explain(step, f"umount {'-l ' if flags & MNT_DETACH else ''}{target}")
     try:
@@ -205,6 +238,29 @@ def pivot_root(new_root: str, put_old: str, step: str = "rootfs") -> None:
         _call("syscall", _SYS_PIVOT_ROOT[os.uname().machine], new_root.encode(), put_old.encode())
     except OSError as e:
         raise HostError(f"pivot_root {new_root} {put_old}", e.strerror) from None
+
+
+def close_on_exec_from(first: int) -> None:
+    """Mark every file descriptor from `first` up close-on-exec.
+
+    Whatever the caller had open (a shell's `exec 7</`, a leaked directory
+    fd) would otherwise be inherited by the container's command, and an fd
+    of a host directory is a way out of any root: /proc/self/fd/7/.. walks
+    the host's tree (CVE-2024-21626 in runc).  close_range(2) with
+    CLOSE_RANGE_CLOEXEC does it in one call (Linux 5.11); rather than
+    closing, the flag keeps our own report pipe working until execve."""
+    explain("exec", f"close_range({first}, ~0U, CLOSE_RANGE_CLOEXEC)  # no fd of the host's goes in")
+    try:
+        _call("syscall", 436, first, 0xFFFFFFFF, 4)  # close_range has number 436 on every architecture
+    except OSError:  # an older kernel: one fcntl per open descriptor
+        import fcntl
+
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) >= first:
+                try:
+                    fcntl.fcntl(int(name), fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+                except OSError:
+                    continue  # the directory's own fd, closed by now
 
 
 def unshare(flags: int, shown: str, step: str = "namespaces") -> None:

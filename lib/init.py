@@ -23,7 +23,7 @@ import contextlib
 import os
 import resource  # a small C module; imported now, since after pivot_root it cannot be found
 
-from lib import host, rootfs, seccomp, security
+from lib import host, rootfs, seccomp, security, users
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
@@ -84,7 +84,7 @@ def _execvpe(file: str, args: list[str], env: dict[str, str]) -> None:
     raise error
 
 
-def exec_process(process: dict, seccomp_filter: object = None) -> None:
+def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int = 0) -> None:
     """Become the process: its directory, confinement, then execve(2)."""
     import signal
 
@@ -93,6 +93,12 @@ def exec_process(process: dict, seccomp_filter: object = None) -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     env = dict(e.split("=", 1) for e in process["env"] if "=" in e)
+    user = process.setdefault("user", {})
+    if user.get("username"):
+        user["uid"], user["gid"], user["additionalGids"], home = users.resolve(user["username"])
+    else:
+        home = users.home(user.get("uid", 0))
+    env.setdefault("HOME", home)
     args = process["args"]
     cwd = process.get("cwd", "/")
     os.makedirs(cwd, exist_ok=True)  # Docker creates a missing -w directory
@@ -100,6 +106,7 @@ def exec_process(process: dict, seccomp_filter: object = None) -> None:
     os.umask(0o022)
     _limits(process)
     security.drop_to(process, seccomp_filter)
+    host.close_on_exec_from(3 + preserve_fds)  # 0-2 and, for an engine, the fds it asked to pass
     host.explain("exec", ["execve", *args])
     try:
         _execvpe(args[0], args, env)
@@ -200,24 +207,31 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     else:  # an OCI bundle's ready-made root: pivot_root needs it to be a mount point
         host.mount(root, root, None, host.MS_BIND | host.MS_REC)
     rootfs.mount_all(root, spec["mounts"])
-    rootfs.make_devices(root, spec["linux"].get("devices", []))
-    for key, value in spec["linux"].get("sysctl", {}).items():
-        host.write(os.path.join(root, "proc/sys", key.replace(".", "/")), value, step="namespaces")
-    security.mask_paths(root, spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
-    seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
-    if spec["root"].get("readonly"):
-        host.mount("", root, None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
-    if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in namespaces):
-        host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
-    if any(n["type"] == "network" and not n.get("path") for n in namespaces):
-        _loopback_up()
     if host.explaining():
         import shlex  # noqa: F401 -- explain quotes with it, and after pivot_root it cannot be found
     fifo = annotations.get("org.minidocker.exec-fifo")
     fifo_fd = os.open(fifo, os.O_PATH) if fifo else -1
-    if annotations.get("org.minidocker.console-socket"):
-        take_console(os.path.join(root, "dev/pts"), connect_console(annotations["org.minidocker.console-socket"]))
+    console = annotations.get("org.minidocker.console-socket")
+    console_fd = connect_console(console) if console else -1
+    seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
     rootfs.pivot(root)
+    # Everything below works on paths as the container sees them.  Before
+    # pivot_root, a path like <rootfs>/proc/sys leads through the image's own
+    # symlinks, and an image whose /proc is a link to an absolute path would
+    # make the masks land on the host's tree while the container's /proc
+    # stayed bare: its /proc/sys writable (core_pattern: code run as host root).
+    rootfs.make_devices(spec["linux"].get("devices", []))
+    for key, value in spec["linux"].get("sysctl", {}).items():
+        host.write("/proc/sys/" + key.replace(".", "/"), value, step="namespaces")
+    if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in namespaces):
+        host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
+    security.mask_paths(spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
+    if spec["root"].get("readonly"):
+        host.mount("", "/", None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
+    if any(n["type"] == "network" and not n.get("path") for n in namespaces):
+        _loopback_up()
+    if console_fd >= 0:
+        take_console("/dev/pts", console_fd)
     if any(n["type"] == "user" and not n.get("path") for n in namespaces):
         _enter_user_namespace(go_fd, report_fd)
     if fifo:
@@ -225,7 +239,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     elif os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
     try:
-        exec_process(spec["process"], seccomp_filter)
+        exec_process(spec["process"], seccomp_filter, int(annotations.get("org.minidocker.preserve-fds", 0)))
     except host.MinidockerError as e:
         with contextlib.suppress(OSError):
             os.write(report_fd, f"{e.code} {e}".encode())

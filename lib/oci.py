@@ -79,7 +79,7 @@ def _limits(resources: dict) -> dict:
             "DeviceRules": rules}
 
 
-def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str) -> None:
+def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str, preserve_fds: int = 0) -> None:
     sdir = _state_dir(root, cid)
     if os.path.exists(sdir):
         raise MinidockerError(f"container with id exists: {cid}", 1)
@@ -94,7 +94,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str)
     spec["root"]["path"] = os.path.join(bundle, spec["root"]["path"])
     fifo = os.path.join(sdir, "exec.fifo")
     spec.setdefault("annotations", {})["org.minidocker.exec-fifo"] = fifo
-    cgroup = cgroups.for_container((linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}").lstrip("/"))
+    spec["annotations"]["org.minidocker.preserve-fds"] = str(preserve_fds)
+    cgroup = cgroups.for_container(linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}")
     os.makedirs(sdir, mode=0o711)
     os.mkfifo(fifo, 0o600)
     root_outside = next((m["hostID"] for m in linux.get("uidMappings") or [] if m["containerID"] == 0), 0)
@@ -211,7 +212,8 @@ def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
         raise MinidockerError("a terminal needs --console-socket", 1)
     procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(st["cgroupsPath"]).dirs()]
     result = runtime.exec_in(st["pid"], process, spec.get("linux", {}).get("seccomp"), procs, interactive=True,
-                             detach=args.detach, console_socket=args.console_socket if process.get("terminal") else "")
+                             detach=args.detach, console_socket=args.console_socket if process.get("terminal") else "",
+                             preserve_fds=args.preserve_fds)
     if args.detach:
         if args.pid_file:
             with open(args.pid_file, "w") as f:
@@ -279,7 +281,8 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     try:
         if args.verb == "create":
-            create(args.root, args.id, os.path.abspath(args.bundle), args.pid_file or "", args.console_socket or "")
+            create(args.root, args.id, os.path.abspath(args.bundle), args.pid_file or "", args.console_socket or "",
+                   args.preserve_fds)
         elif args.verb == "start":
             start(args.root, args.id)
         elif args.verb == "state":

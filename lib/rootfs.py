@@ -64,10 +64,6 @@ _DEV_LINKS = {"/dev/fd": "/proc/self/fd", "/dev/stdin": "/proc/self/fd/0",
               "/dev/ptmx": "pts/ptmx", "/dev/core": "/proc/kcore"}
 
 
-def _inside(rootfs: str, path: str) -> str:
-    return os.path.join(rootfs, path.lstrip("/"))
-
-
 def secure_join(rootfs: str, path: str) -> str:
     """rootfs + path, with every symlink followed as if rootfs were "/".
 
@@ -102,8 +98,24 @@ def mount_overlay(rootfs: str, lower: list[str], upper: str, work: str) -> None:
                f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}")
 
 
+# The kernel filesystems whose place the runtime's safety depends on: the
+# masks go on /proc and /sys, the device nodes into /dev.  An image may not
+# move them with a symlink (runc refuses the same, since CVE-2019-19921).
+_PLAIN_DIRECTORY = {"proc": "/proc", "sysfs": "/sys", "tmpfs": "/dev"}
+
+
+def _refuse_moved(rootfs: str, m: dict) -> None:
+    if _PLAIN_DIRECTORY.get(m.get("type", "")) != os.path.normpath(m["destination"]):
+        return
+    place = os.path.join(rootfs, m["destination"].lstrip("/"))
+    if os.path.islink(place) or (os.path.lexists(place) and not os.path.isdir(place)):
+        raise host.MinidockerError(f"the image's {m['destination']} is not a directory (a symlink or a file): "
+                                   f"refusing to mount {m['type']} there")
+
+
 def mount_all(rootfs: str, mounts: list[dict]) -> None:
     for m in mounts:
+        _refuse_moved(rootfs, m)
         target = secure_join(rootfs, m["destination"])
         flags, data, propagation = 0, [], 0
         for opt in m.get("options", []):
@@ -120,8 +132,7 @@ def mount_all(rootfs: str, mounts: list[dict]) -> None:
             _make_target(target, os.path.isdir(m["source"]))
             host.mount(m["source"], target, None, flags & (host.MS_BIND | host.MS_REC))
             if flags & ~(host.MS_BIND | host.MS_REC):
-                # A bind mount ignores its other flags: read-only takes a remount.
-                host.mount("", target, None, flags | host.MS_REMOUNT | host.MS_BIND)
+                host.restrict_bind(target, flags & ~(host.MS_BIND | host.MS_REC), bool(flags & host.MS_REC))
         else:
             _make_target(target, True)
             host.mount(m["source"], target, m["type"], flags, ",".join(data))
@@ -152,24 +163,27 @@ def _make_target(target: str, directory: bool) -> None:
         open(target, "a").close()
 
 
-def make_devices(rootfs: str, devices: list[dict]) -> None:
-    """The spec's device nodes, and the few every container gets (as runc)."""
+def make_devices(devices: list[dict]) -> None:
+    """The spec's device nodes, and the few every container gets (as runc).
+
+    Called after pivot_root, so each path is the container's own: no image
+    symlink can lead a 0666 device node into a host directory."""
     listed = {d["path"] for d in devices}
     for dev in [*devices, *(d for d in default_devices() if d["path"] not in listed)]:
-        if os.path.lexists(_inside(rootfs, dev["path"])):
+        path = os.path.normpath("/" + dev["path"])
+        if os.path.lexists(path):
             continue
         kind = stat.S_IFCHR if dev["type"] == "c" else stat.S_IFBLK
-        path = _inside(rootfs, dev["path"])
-        host.explain("rootfs", f"mknod -m {dev.get('fileMode', 0o666):o} {path} {dev['type']} {dev['major']} "
-                               f"{dev['minor']}")
         mode = dev.get("fileMode", 0o666)
+        host.explain("rootfs", f"mknod -m {mode:o} {path} {dev['type']} {dev['major']} {dev['minor']}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         os.mknod(path, kind | mode, os.makedev(dev["major"], dev["minor"]))
         os.chmod(path, mode)  # mknod's mode is cut by the umask
         if dev.get("uid") or dev.get("gid"):
             os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
     for link, target in _DEV_LINKS.items():
-        if not os.path.lexists(_inside(rootfs, link)):
-            os.symlink(target, _inside(rootfs, link))
+        if not os.path.lexists(link):
+            os.symlink(target, link)
 
 
 def pivot(rootfs: str) -> None:

@@ -154,7 +154,7 @@ class Init:
 
 
 def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_procs: list[str],
-            interactive: bool, detach: bool = False, console_socket: str = "") -> int:
+            interactive: bool, detach: bool = False, console_socket: str = "", preserve_fds: int = 0) -> int:
     """Run a process inside a running container (exec); its exit code.
 
     A forked child joins the container's cgroup and pid namespace (as a
@@ -183,7 +183,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
             namespaces.join_all(target)
             if console >= 0:
                 init.take_console("/dev/pts", console)
-            init.exec_process(process, seccomp_filter)
+            init.exec_process(process, seccomp_filter, preserve_fds)
         except host.MinidockerError as e:
             with contextlib.suppress(BaseException):
                 os.write(report_w, f"{e.code} {e}".encode())

@@ -67,19 +67,21 @@ def capabilities(add: list[str], drop: list[str], privileged: bool, mknod_safe: 
 
 
 # ------------------------------------------------- in the container init
-def mask_paths(rootfs: str, masked: list[str], readonly: list[str]) -> None:
-    """Cover masked paths; make read-only ones read-only.  Before pivot_root."""
+def mask_paths(masked: list[str], readonly: list[str]) -> None:
+    """Cover masked paths; make read-only ones read-only.
+
+    After pivot_root: each path is looked up in the container's own tree,
+    where /proc is the procfs just mounted (rootfs.py refuses an image whose
+    /proc is not a plain directory), never the host's."""
     for path in masked:
-        target = os.path.join(rootfs, path.lstrip("/"))
-        if os.path.isdir(target):
-            host.mount("tmpfs", target, "tmpfs", host.MS_RDONLY, "size=0", step="security")
-        elif os.path.exists(target):
-            host.mount("/dev/null", target, None, host.MS_BIND, step="security")
+        if os.path.isdir(path):
+            host.mount("tmpfs", path, "tmpfs", host.MS_RDONLY, "size=0", step="security")
+        elif os.path.exists(path):
+            host.mount("/dev/null", path, None, host.MS_BIND, step="security")
     for path in readonly:
-        target = os.path.join(rootfs, path.lstrip("/"))
-        if os.path.exists(target):
-            host.mount(target, target, None, host.MS_BIND | host.MS_REC, step="security")
-            host.mount("", target, None, host.MS_BIND | host.MS_REMOUNT | host.MS_RDONLY | host.MS_NOSUID
+        if os.path.exists(path):
+            host.mount(path, path, None, host.MS_BIND | host.MS_REC, step="security")
+            host.mount("", path, None, host.MS_BIND | host.MS_REMOUNT | host.MS_RDONLY | host.MS_NOSUID
                        | host.MS_NODEV | host.MS_NOEXEC, step="security")
 
 
@@ -99,6 +101,14 @@ def drop_to(process: dict, seccomp_filter) -> None:
         host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # the default profile: refuse mount, "
                                  "unshare, setns, keyctl, bpf, ptrace, reboot, ...")
         seccomp_filter.load()
+    # Groups before capabilities are cut: setgroups(2) needs CAP_SETGID, which
+    # the container may not keep.  The host's own groups never go in.
+    user = process.get("user", {})
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    host.explain("security", f"setpriv --reuid={uid} --regid={gid} --groups="
+                             f"{','.join(map(str, user.get('additionalGids') or [gid]))}")
+    os.setgroups(user.get("additionalGids") or [gid])
+    os.setresgid(gid, gid, gid)
     if caps is not None:
         caps = {k: caps.get(k) or [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
         keep = {CAPS.index(c.removeprefix("CAP_")) for c in caps["bounding"] if c.removeprefix("CAP_") in CAPS}
@@ -126,19 +136,4 @@ def drop_to(process: dict, seccomp_filter) -> None:
         data = (ctypes.c_uint32 * 6)(eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF,
                                      eff >> 32, prm >> 32, inh >> 32)
         host._call("capset", header, data)
-    user = process.get("user", {})
-    uid, gid = user.get("uid", 0), user.get("gid", 0)
-    if uid or gid or user.get("additionalGids"):
-        host.explain("security", f"setpriv --reuid={uid} --regid={gid} --groups="
-                                 f"{','.join(map(str, user.get('additionalGids', []))) or ''}")
-        os.setgroups(user.get("additionalGids") or [gid])  # as Docker: the primary group, again
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-
-
-def parse_user(value: str) -> tuple[int, int]:
-    """--user uid[:gid], numbers only: names would need the image's /etc/passwd."""
-    uid, _, gid = value.partition(":")
-    if not uid.isdigit() or (gid and not gid.isdigit()):
-        raise MinidockerError(f"--user {value}: give a numeric uid[:gid]")
-    return int(uid), int(gid) if gid else 0
+    os.setresuid(uid, uid, uid)  # last: for any uid but 0 the kernel now clears CapEff and CapPrm

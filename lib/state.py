@@ -40,6 +40,23 @@ def root() -> str:
     return os.environ.get("MINIDOCKER_ROOT", "/var/lib/minidocker")
 
 
+def secure_root() -> None:
+    """Create the state root, or close an existing one, to all but root.
+
+    Below it lie every container's upper directory and every image layer:
+    a setuid-root binary that a container (or an image) put there would be
+    a root shell for any local user who can reach it by path (the
+    CVE-2021-41091 class).  0710, as Docker's /var/lib/docker: nobody but
+    root and its group may even traverse it."""
+    top = root()
+    try:
+        os.makedirs(os.path.dirname(top), exist_ok=True)
+        os.mkdir(top, 0o710)
+    except FileExistsError:
+        if os.stat(top).st_mode & 0o067:
+            os.chmod(top, 0o710)
+
+
 def path(*parts: str) -> str:
     return os.path.join(root(), *parts)
 
@@ -87,6 +104,26 @@ def remove_tree(top: str) -> None:
 def locked(directory: str) -> Iterator[None]:
     """Hold an exclusive flock(2) on a directory for the duration."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def transition(cid: str) -> Iterator[None]:
+    """One lifecycle change of a container at a time: start, stop, kill, rm.
+
+    Without it two `start`s at once could both read "not running" and give
+    the container two PID 1s sharing one upper directory.  A lock file of
+    its own, not the directory's: the record's updates inside a transition
+    take that one, and flock(2) on a second open file would wait on itself.
+    """
+    try:
+        fd = os.open(os.path.join(container_dir(cid), "transition.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        raise NoSuchContainer(cid) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -55,8 +55,12 @@ def prepare(mounts: list[dict]) -> list[dict]:
     """Create missing sources, as Docker does; return the OCI bind mounts."""
     oci = []
     for m in mounts:
-        if not os.path.exists(m["Source"]):
-            os.makedirs(m["Source"])
+        if not os.path.lexists(m["Source"]):
+            try:
+                os.makedirs(m["Source"])
+            except OSError as e:
+                raise MinidockerError(f"error while creating mount source path '{m['Source']}': "
+                                      f"{e.strerror.lower()}") from None
         oci.append({"destination": m["Destination"], "type": "bind", "source": m["Source"],
                     "options": ["rbind", "rprivate"] + ([] if m["RW"] else ["ro"])})
     return oci

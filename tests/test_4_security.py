@@ -7,11 +7,15 @@ with the host's own Python, bind-mounted read-only into the container.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import tarfile
+import threading
 
 import pytest
-from conftest import inspect, md, wait_for
+from conftest import TOP, cgroup_dirs, inspect, md, wait_for
 
 pytestmark = pytest.mark.order(6)
 
@@ -41,14 +45,16 @@ def syscall(name: str, *args: int, flags: tuple = ()) -> str:
     return (done.stdout + done.stderr).strip()
 
 
-@pytest.mark.row("4", "Capabilities", "CapBnd = CapEff = CapPrm = 00000000a80425fb, ambient empty")
+@pytest.mark.row("4", "Capabilities", "CapBnd = CapEff = CapPrm = Docker's 14; inheritable and ambient empty")
 def test_default_capabilities(row):
     status = dict(line.split(":\t") for line in inside("cat /proc/1/status").splitlines() if ":\t" in line)
-    for key in ("CapBnd", "CapEff", "CapPrm", "CapInh"):
-        assert status[key].strip() == "00000000a80425fb", key
+    docker = {status[key].strip() for key in ("CapBnd", "CapEff", "CapPrm")}
+    # a80425fb: Docker's 14; on cgroup v2, which has no devices file, MKNOD (bit 27) is not kept.
+    assert docker in ({"00000000a80425fb"}, {"00000000a00425fb"}), status
+    assert status["CapInh"].strip() == "0000000000000000"  # CVE-2022-24769
     assert status["CapAmb"].strip() == "0000000000000000"
     assert status["Seccomp"].strip() == "2" and status["NoNewPrivs"].strip() == "0"
-    row.result = "a80425fb in all four sets; Seccomp 2; NoNewPrivs 0"
+    row.result = f"{docker.pop()[8:]} in three sets; CapInh 0; Seccomp 2"
 
 
 @pytest.mark.row("4", "mount -t proc proc /mnt", "refused")
@@ -76,23 +82,31 @@ def test_escape_is_refused(script, refused, row):
     row.result = refusal(out)
 
 
-@pytest.mark.row("4", "nsenter -t 1 -m", "refused (setns)")
-def test_nsenter(row):
+SETNS = ("import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+         "fd = os.open('/proc/1/ns/cgroup', os.O_RDONLY); "  # not unshared: the host's own cgroup namespace
+         "print('ok' if libc.setns(fd, 0x02000000) == 0 else os.strerror(ctypes.get_errno()))")
+
+
+@pytest.mark.row("4", "setns into a host namespace", "refused")
+def test_setns_into_the_hosts_namespace(row):
     out = inside("nsenter -t 1 -m true")
     assert "Operation not permitted" in out
-    assert syscall("setns", 0, 0) == "Operation not permitted"
-    row.result = refusal(out)
+    refused = md("run", "--rm", "--network", "none", *HOST_PYTHON, "busybox", "/usr/bin/python3", "-I", "-c",
+                 SETNS).stdout.strip()
+    # The same call, unconfined: the fd is real and the kernel would take it.
+    control = md("run", "--rm", "--network", "none", "--privileged", *HOST_PYTHON, "busybox",
+                 "/usr/bin/python3", "-I", "-c", SETNS).stdout.strip()
+    assert (refused, control) == ("Operation not permitted", "ok")
+    row.result = "setns(host's cgroup ns): " + refused + "; --privileged: ok"
 
 
 @pytest.mark.row("4", "echo b > /proc/sysrq-trigger", "refused: read-only")
 def test_sysrq(row):
+    if not os.path.exists("/proc/sysrq-trigger"):
+        pytest.skip("needs a kernel with CONFIG_MAGIC_SYSRQ (this one has no /proc/sysrq-trigger)")
     out = inside("echo b > /proc/sysrq-trigger")
-    if os.path.exists("/proc/sysrq-trigger"):
-        assert "Read-only file system" in out
-        row.result = refusal(out)
-    else:  # a kernel built without CONFIG_MAGIC_SYSRQ, as this CI machine's
-        assert "can't create" in out
-        row.result = "this kernel has no SysRq: nothing to write to"
+    assert "Read-only file system" in out
+    row.result = refusal(out)
 
 
 @pytest.mark.row("4", "mknod of the host's disk, then read", "the node cannot be opened")
@@ -104,28 +118,55 @@ def test_mknod_host_disk(row):
     row.result = f"b {major}:{minor}: " + refusal(out)[:45]
 
 
-@pytest.mark.row("4", "chroot out through ..", "refused; and after pivot_root .. is /")
-def test_chroot_escape(row):
-    out = inside("cd /; cd ../../..; pwd; ls / | head -3; chroot /tmp true")
-    assert out.splitlines()[0] == "/" and "Operation not permitted" in out
-    row.result = "cd ../../.. stays at /; chroot: not permitted"
+# The classic chroot escape: chroot into a subdirectory without entering it,
+# climb with "..", and chroot to where the climb ended.  After chroot(2) that
+# is the host's "/"; after pivot_root(2) the old root is not mounted at all.
+CHROOT_ESCAPE = ("import os, sys; os.makedirs('/jail', exist_ok=True); os.chroot('/jail'); "
+                 "[os.chdir('..') for _ in range(64)]; os.chroot('.'); "
+                 "print('HOST ROOT' if os.path.exists(sys.argv[1]) else 'contained', sorted(os.listdir('/'))[:4])")
 
 
-@pytest.mark.row("4", "ptrace a process outside", "refused")
+@pytest.mark.row("4", "chroot out through ..", "lands in the container's own /")
+def test_chroot_escape(row, tmp_path):
+    marker = tmp_path / "host-marker"
+    marker.write_text("host")
+    # seccomp unconfined: CAP_SYS_CHROOT is in the default set, so only the
+    # pivot_root must hold the line.
+    out = md("run", "--rm", "--network", "none", "--security-opt", "seccomp=unconfined", *HOST_PYTHON, "busybox",
+             "/usr/bin/python3", "-I", "-c", CHROOT_ESCAPE, str(marker)).stdout
+    assert out.startswith("contained"), out
+    row.result = "double chroot: " + out.strip()[:50]
+
+
+@pytest.mark.row("4", "ptrace a host process", "cannot attach; it stays untraced")
 def test_ptrace(row):
-    result = syscall("ptrace", 16, 1)  # PTRACE_ATTACH to the container's own PID 1: none is outside
-    assert result == "Operation not permitted"
-    row.result = "PTRACE_ATTACH: " + result
+    victim = subprocess.Popen(["sleep", "60"])
+    try:
+        result = syscall("ptrace", 16, victim.pid)  # PTRACE_ATTACH, by its host PID
+        with open(f"/proc/{victim.pid}/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+        assert result in ("No such process", "Operation not permitted"), result
+        assert status["TracerPid"].strip() == "0" and status["State"].split()[0] == "S"
+    finally:
+        victim.kill()
+        victim.wait()
+    row.result = f"PTRACE_ATTACH {victim.pid}: {result}; TracerPid 0"
 
 
-@pytest.mark.row("4", "read /proc/kcore", "masked: nothing to read")
-def test_kcore(row):
-    out = inside("for f in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug; do "
-                 "[ -e $f ] && echo $f $(cat $f | wc -c); done").split("\n")
-    sizes = dict(line.split() for line in out if line.startswith("/proc/"))
-    assert sizes and all(size == "0" for size in sizes.values()), sizes
-    assert os.path.exists("/proc/keys") and "/proc/keys" in sizes  # there to read on the host
-    row.result = ", ".join(f"{f}: {n} bytes" for f, n in sizes.items())[:60]
+MASKED_FILES = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"]
+
+
+@pytest.mark.row("4", "read /proc/kcore, keys, timer_list", "masked: /dev/null (1:3) over each")
+def test_masked_paths(row):
+    present = [f for f in MASKED_FILES if os.path.exists(f)]
+    if not present:
+        pytest.skip("this kernel has none of " + ", ".join(MASKED_FILES))
+    out = inside("stat -c '%n %t:%T' " + " ".join(present) + "; grep -E ' /proc/(acpi|scsi) ' /proc/self/mountinfo")
+    nodes = dict(line.split() for line in out.splitlines() if line.startswith("/proc/"))
+    assert nodes == {f: "1:3" for f in present}, out
+    if os.path.isdir("/proc/acpi"):
+        assert " /proc/acpi ro," in out and "- tmpfs" in out
+    row.result = ", ".join(f.removeprefix("/proc/") for f in present) + ": 1:3 (/dev/null)"
 
 
 @pytest.mark.row("4", "keyctl", "refused")
@@ -147,7 +188,8 @@ def test_cap_add_drop_user_read_only_and_seccomp_options():
     assert inside("grep CapEff /proc/1/status", "--cap-drop", "ALL", "--cap-add", "NET_RAW").split()[-1] == \
         "0000000000002000"
     assert "0000000000000000" in inside("grep CapEff /proc/1/status", "--cap-drop", "ALL")
-    assert inside("id -u; id -g", "--user", "1000:1000").split() == ["1000", "1000"]
+    assert inside("id -u; id -g; grep CapEff /proc/self/status", "--user", "1000:1000").split() == \
+        ["1000", "1000", "CapEff:", "0000000000000000"]
     assert "NoNewPrivs:\t1" in inside("cat /proc/1/status", "--security-opt", "no-new-privileges")
     assert "Read-only file system" in inside("touch /x", "--read-only")
     assert "Seccomp:\t0" in inside("cat /proc/1/status", "--security-opt", "seccomp=unconfined")
@@ -187,3 +229,197 @@ def test_user_namespace(row, tmp_path):
     assert "ok" in md("exec", cid, "sh", "-c", "echo x > /etc/mine && echo ok").stdout  # its image files are its own
     assert "permission denied" in md("exec", cid, "sh", "-c", "mount -t tmpfs t /tmp", check=False).stderr
     row.result = "uid_map 0 100000 65536; a file it made: uid 100000"
+
+
+# ------------------------------------------------ hostile images, flags, fds
+@pytest.fixture(scope="module")
+def busybox_tree(tmp_path_factory):
+    tree = tmp_path_factory.mktemp("busybox") / "rootfs"
+    subprocess.run([os.path.join(TOP, "fixtures", "busybox-rootfs.sh"), str(tree)], check=True)
+    return tree
+
+
+def hostile_image(base, tmp_path, name: str, links: dict[str, str]) -> str:
+    """busybox, with some of its top-level directories replaced by symlinks."""
+    tree = tmp_path / name
+    subprocess.run(["cp", "-a", str(base), str(tree)], check=True)
+    for path, target in links.items():
+        subprocess.run(["rm", "-rf", str(tree / path)], check=True)
+        os.symlink(target, tree / path)
+    md("import", str(tree), name)
+    return name
+
+
+@pytest.mark.parametrize("directory", [
+    pytest.param(d, marks=pytest.mark.row("4", f"image whose /{d} is a symlink", f"refused: no unmasked /{d}"))
+    for d in ("proc", "sys")])
+def test_image_cannot_move_proc_or_sys(directory, busybox_tree, tmp_path, row):
+    image = hostile_image(busybox_tree, tmp_path, f"mdt-moved-{directory}", {directory: f"/run/{directory}"})
+    (busybox_tree / "run").mkdir(exist_ok=True)
+    done = md("run", "--rm", "--network", "none", image, "sh", "-c",
+              "head -1 /proc/timer_list; echo x > /proc/sys/kernel/domainname && echo WRITABLE", check=False)
+    assert "WRITABLE" not in done.stdout
+    assert done.returncode == 125 and done.stderr.strip().splitlines() == [
+        f"minidocker: the image's /{directory} is not a directory (a symlink or a file): refusing to mount "
+        f"{'proc' if directory == 'proc' else 'sysfs'} there"]
+    assert md("ps", "-aq").stdout == ""
+    row.result = f"/{directory} -> /run/{directory}: " + done.stderr.strip().removeprefix("minidocker: ")[:40]
+
+
+@pytest.mark.row("4", "image whose /dev is a symlink to a host directory", "refused; no device node on the host")
+def test_image_cannot_make_devices_on_the_host(busybox_tree, tmp_path, row):
+    target = tmp_path / "host-dir"
+    target.mkdir()
+    image = hostile_image(busybox_tree, tmp_path, "mdt-moved-dev", {"dev": str(target)})
+    done = md("run", "--rm", "--network", "none", image, "true", check=False)
+    assert done.returncode == 125 and "/dev is not a directory" in done.stderr
+    assert os.listdir(target) == []  # no 0666 null, zero, random... in a host directory
+    row.result = f"{target.name}: empty; " + done.stderr.strip()[12:50]
+
+
+@pytest.mark.row("4", "volume target through an image's symlink", "lands inside the container")
+def test_volume_target_through_a_symlink_stays_inside(busybox_tree, tmp_path, row):
+    probe = f"mdt-probe-{os.getpid()}"
+    image = hostile_image(busybox_tree, tmp_path, "mdt-data-link", {"data": "/etc"})
+    source = tmp_path / "volume"
+    source.mkdir()
+    (source / "marker").write_text("from the volume\n")
+    out = md("run", "--rm", "--network", "none", "-v", f"{source}:/data/{probe}", image,
+             "cat", f"/etc/{probe}/marker").stdout
+    assert out == "from the volume\n"  # it is in the container's /etc: the link was followed inside
+    assert not os.path.lexists(f"/etc/{probe}")
+    row.result = f"/data -> /etc: mounted on the container's /etc/{probe[:9]}…; host /etc untouched"
+
+
+def _host_dir_fd(tmp_path) -> tuple[int, str]:
+    secret = tmp_path / "host-only"
+    secret.mkdir()
+    (secret / "host-secret").write_text("host\n")
+    return os.open(secret, os.O_RDONLY | os.O_DIRECTORY), "host-secret"
+
+
+@pytest.mark.row("4", "an fd the caller left open (run, exec)", "closed before the command runs")
+def test_inherited_fd_does_not_reach_the_container(tmp_path, row):
+    fd, secret = _host_dir_fd(tmp_path)
+    try:
+        # As `bash -c 'exec 7</host-dir; minidocker run ...'` would pass it: inherited, open.
+        listing = f"ls /proc/self/fd; ls /proc/self/fd/{fd}/ 2>&1"
+        run = md("run", "--rm", "--network", "none", "busybox", "sh", "-c", listing, pass_fds=(fd,),
+                 check=False).stdout
+        cid = md("run", "-d", "--network", "none", "busybox", "sleep", "30", pass_fds=(fd,)).stdout.strip()
+        ex = md("exec", cid, "sh", "-c", listing, pass_fds=(fd,), check=False).stdout
+        pid1 = md("exec", cid, "ls", "/proc/1/fd").stdout.split()
+    finally:
+        os.close(fd)
+    for out in (run, ex):
+        assert secret not in out and "No such file" in out, out
+    assert sorted(pid1) == ["0", "1", "2"]
+    row.result = f"run, exec: /proc/self/fd/{fd}: No such file; PID 1 has 0 1 2"
+
+
+@pytest.mark.row("4", "--cgroup-parent outside the cgroup tree", "refused; /abs is under each hierarchy")
+def test_cgroup_parent(row):
+    for bad in ("../../..", "a/../../b"):
+        done = md("run", "--rm", "--network", "none", "--cgroup-parent", bad, "busybox", "true", check=False)
+        assert done.returncode == 125 and done.stderr.startswith(f"minidocker: invalid --cgroup-parent '{bad}'")
+    parent = f"mdt-cgparent-{os.getpid()}"
+    cid = md("run", "-d", "--network", "none", "--memory", "64m", "--cgroup-parent", f"/{parent}", "busybox",
+             "sleep", "30").stdout.strip()
+    try:
+        assert not os.path.exists(f"/{parent}")  # not a directory on the host's disk
+        pid = inspect(cid)["State"]["Pid"]
+        with open(f"/proc/{pid}/cgroup") as f:
+            memory = next(line for line in f if re.match(r"\d+:(memory|):", line)).strip()
+        assert memory.endswith(f":/{parent}/{cid}"), memory
+    finally:
+        md("rm", "-f", cid)
+        for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
+            if os.path.isdir(f"{top}/{parent}"):
+                os.rmdir(f"{top}/{parent}")
+    row.result = "'../../..': refused; /" + parent[:12] + "…: " + memory.split(":", 1)[1][:20] + "…"
+
+
+@pytest.mark.row("4", "the state root, for other host users", "closed: 0710, as Docker's")
+def test_state_root_is_closed_to_other_users(tmp_path, row):
+    root = tmp_path / "root"
+    root.mkdir(mode=0o755)  # as an older minidocker left it
+    env = {**os.environ, "MINIDOCKER_ROOT": str(root)}
+    cid = md("create", "--network", "none", "busybox", "sh", env=env).stdout.strip()
+    try:
+        assert oct(os.stat(root).st_mode & 0o777) == "0o710"
+        upper = root / "containers" / cid / "upper"
+        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                "stat", str(upper)], capture_output=True, text=True)
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr
+    finally:
+        md("rm", "-f", cid, env=env)
+    row.result = "mode 0710; uid 65534: stat upper/: Permission denied"
+
+
+def _image_with_user(base, tmp_path, user: str) -> str:
+    """A docker-save archive of busybox whose config says USER, loaded."""
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        tar.add(base, arcname=".")
+    import hashlib
+
+    diff_id = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"User": user, "Cmd": ["id"]},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    archive = tmp_path / "user.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name, data in ((config_name, config),
+                           ("manifest.json", json.dumps([{"Config": config_name, "RepoTags": ["mdt-user:latest"],
+                                                          "Layers": ["layer.tar"]}]).encode())):
+            path = tmp_path / name
+            path.write_bytes(data)
+            tar.add(path, arcname=name)
+        tar.add(layer, arcname="layer.tar")
+    md("load", "-i", str(archive))
+    return "mdt-user"
+
+
+@pytest.mark.row("4", "-u NAME and an image's USER", "looked up in the container's /etc/passwd")
+def test_users_by_name(busybox_tree, tmp_path, row):
+    assert inside("id; echo $HOME", "-u", "nobody").split() == \
+        ["uid=65534(nobody)", "gid=65534(nogroup)", "groups=65534(nogroup)", "/nonexistent"]
+    assert inside("id -u; id -g", "-u", "daemon:tty").split() == ["1", "5"]
+    image = _image_with_user(busybox_tree, tmp_path, "nobody")
+    assert md("run", "--rm", "--network", "none", image).stdout.startswith("uid=65534(nobody)")
+    unknown = md("run", "--rm", "--network", "none", "-u", "mdt-nosuchuser", "busybox", "true", check=False)
+    assert unknown.returncode == 125 and unknown.stderr == \
+        "minidocker: unable to find user mdt-nosuchuser: no matching entries in passwd file\n"
+    assert md("ps", "-aq").stdout == ""
+    row.result = "nobody: uid 65534, HOME /nonexistent; USER nobody: 65534; unknown: 125"
+
+
+@pytest.mark.row("4", "a mount under a :ro volume", "read-only too (recursive)")
+def test_read_only_volume_is_recursive(tmp_path, row):
+    source = tmp_path / "ro"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "mdt-sub", str(source / "sub")], check=True)
+    try:
+        out = inside("touch /data/sub/x 2>&1; touch /data/y 2>&1; echo done", "-v", f"{source}:/data:ro")
+    finally:
+        subprocess.run(["umount", str(source / "sub")], check=True)
+    assert out.count("Read-only file system") == 2 and not os.listdir(source / "sub"), out
+    row.result = "touch /data/sub/x: Read-only file system"
+
+
+@pytest.mark.row("4", "eight `start`s of one container at once", "one PID 1")
+def test_concurrent_starts_make_one_container(row):
+    cid = md("create", "--network", "none", "busybox", "sleep", "30").stdout.strip()
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(md("start", cid, check=False))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.returncode == 0 for r in results) >= 1
+    procs = set()
+    for d in cgroup_dirs(cid):
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            procs.update(f.read().split())
+    assert len(procs) == 1, procs
+    row.result = f"{sum(r.returncode == 0 for r in results)} started, 1 process in the cgroup"

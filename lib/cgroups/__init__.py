@@ -145,9 +145,25 @@ def devices_controlled() -> bool:
     return not unified and "devices" in controllers
 
 
+def relative(path: str, what: str = "--cgroup-parent") -> str:
+    """A cgroup path as a place under each hierarchy's root, or refused.
+
+    Docker's cgroupfs driver reads `--cgroup-parent /foo` as /foo in every
+    hierarchy, not as /foo on the host's disk: joined naively to
+    /sys/fs/cgroup/memory, an absolute path would replace it, and `..` would
+    climb out of the cgroup tree.  Either way the container would run with
+    no limits and no devices cgroup, yet with CAP_MKNOD."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts or any(p.startswith("cgroup.") or "\n" in p for p in parts):
+        raise host.MinidockerError(f"invalid {what} {path!r}: a cgroup path under the hierarchy's root, "
+                                   "without '..'")
+    return "/".join(parts)
+
+
 def for_container(name: str) -> Cgroup:
     from lib.cgroups import v1, v2
 
+    name = relative(name, "cgroup path")
     unified, controllers = _mounts()
     if unified:
         return v2.Cgroup2(name, unified)
