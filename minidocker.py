@@ -15,6 +15,12 @@ import time
 
 STARTED = time.monotonic()  # --explain counts milliseconds from here
 
+import _signal  # noqa: E402 -- the C module: `signal` would import enum (4 ms)
+
+# Ctrl-C before main() has nothing to undo: die of it quietly (exit 130 to
+# the shell) rather than print a KeyboardInterrupt traceback from an import.
+_signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
 import argparse  # noqa: E402 -- after STARTED, so that imports count too
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -128,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(cid)
             return 0
         return container.start(cid, detach=False, tty=args.tty, interactive=args.interactive)
-    except MinidockerError:
+    except (MinidockerError, KeyboardInterrupt):
         # A run that could not start leaves nothing behind, not even a record.
         container.remove(cid, force=True)
         raise
@@ -699,6 +705,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
 
 def main(argv: list[str]) -> int:
     debug = False
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # from here on, Ctrl-C undoes what was done
     try:
         args, explain, debug = parse(argv)
         if explain:

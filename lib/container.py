@@ -42,11 +42,23 @@ DEFAULT_STOP_TIMEOUT = 10
 
 
 # ------------------------------------------------------------ the record
+class CorruptRecord(MinidockerError):
+    def __init__(self, cid: str, why: str) -> None:
+        super().__init__(f"container {cid[:12]}: its record is unreadable ({why}); `rm -f {cid[:12]}` removes it", 1)
+        self.cid = cid
+
+
 def load(cid: str) -> dict:
     try:
-        return state.read_json(os.path.join(state.container_dir(cid), "container.json"))
+        rec = state.read_json(os.path.join(state.container_dir(cid), "container.json"))
     except FileNotFoundError:
         raise state.NoSuchContainer(cid) from None
+    except (OSError, ValueError) as e:  # a crash mid-write is impossible (rename); a hand edit is not
+        raise CorruptRecord(cid, str(e)) from None
+    if not (isinstance(rec, dict) and rec.get("Id") == cid and isinstance(rec.get("State"), dict)
+            and isinstance(rec.get("Minidocker"), dict) and isinstance(rec.get("HostConfig"), dict)):
+        raise CorruptRecord(cid, "not a container record of this ID")
+    return rec
 
 
 def _save(rec: dict) -> None:
@@ -307,8 +319,8 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         update(cid, started)
         init.go()
         return init
-    except MinidockerError as e:
-        error = e
+    except BaseException as e:  # Ctrl-C too: release everything this start took
+        error = e if isinstance(e, MinidockerError) else MinidockerError("interrupted while starting", 130)
         if init is not None:
             init.abort()
 
@@ -533,7 +545,13 @@ def kill(ref: str, sig: int = signal.SIGKILL) -> None:
 def remove(ref: str, force: bool = False) -> str:
     cid = state.resolve(ref)
     with state.transition(cid):
-        rec = refresh(load(cid))
+        try:
+            rec = refresh(load(cid))
+        except CorruptRecord:
+            if not force:
+                raise
+            _remove_unreadable(cid)
+            return cid
         if running(rec):
             if not force:
                 raise MinidockerError(f'cannot remove container "{rec["Name"]}": container is running: '
@@ -544,6 +562,18 @@ def remove(ref: str, force: bool = False) -> str:
             rec = _wait_recorded(cid)
         _remove_files(rec)
     return cid
+
+
+def _remove_unreadable(cid: str) -> None:
+    """rm -f of a container whose record cannot be read: what it may hold is
+    found by its ID (its cgroup under our parent, its address, its ports, its
+    name), and its processes are killed with its cgroup."""
+    cgroups.for_container(f"{cgroups.default_parent()}/{cid}").remove()
+    network.release(cid)
+    ports.release(cid)
+    for name in os.listdir(state.path("names")) if os.path.isdir(state.path("names")) else []:
+        state.release_name(name, cid)
+    state.remove_tree(state.container_dir(cid))
 
 
 def _remove_files(rec: dict) -> None:

@@ -15,7 +15,7 @@ import tarfile
 import threading
 
 import pytest
-from conftest import TOP, cgroup_dirs, inspect, md, wait_for
+from conftest import MINIDOCKER, TOP, cgroup_dirs, inspect, md, wait_for
 
 pytestmark = pytest.mark.order(6)
 
@@ -423,3 +423,49 @@ def test_concurrent_starts_make_one_container(row):
             procs.update(f.read().split())
     assert len(procs) == 1, procs
     row.result = f"{sum(r.returncode == 0 for r in results)} started, 1 process in the cgroup"
+
+
+@pytest.mark.row("4", "a corrupt container.json, every verb", "one line each; rm -f removes it")
+def test_corrupt_record_is_one_line_for_every_verb(row):
+    cid = md("create", "--network", "none", "--name", "mdt-corrupt", "busybox", "true").stdout.strip()
+    with open(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers", cid, "container.json"), "w") as f:
+        f.write('{"Id": "truncated')
+    for verb in (["inspect"], ["start"], ["stop"], ["kill"], ["rm"], ["logs"], ["wait"], ["exec"], ["restart"]):
+        done = md(*verb, "mdt-corrupt", *(["true"] if verb == ["exec"] else []), check=False)
+        assert done.returncode == 1, (verb, done.stderr)
+        assert done.stderr.splitlines() == [f"minidocker: container {cid[:12]}: its record is unreadable (Unterminated "
+                                            f"string starting at: line 1 column 8 (char 7)); `rm -f {cid[:12]}` "
+                                            "removes it"], (verb, done.stderr)
+    for verb in (["ps", "-a"], ["prune"]):
+        done = md(*verb)
+        assert done.stderr == "" and cid[:12] not in done.stdout
+    assert md("rm", "-f", "mdt-corrupt").stdout == "mdt-corrupt\n"
+    assert not os.path.exists(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers", cid))
+    assert md("create", "--network", "none", "--name", "mdt-corrupt", "busybox", "true").returncode == 0
+    row.result = "inspect, start, ...: exit 1, one line; rm -f: gone, name free"
+
+
+@pytest.mark.row("4", "Ctrl-C while `run` starts the container", "nothing left: record, cgroup, process")
+def test_interrupted_start_leaves_nothing(row):
+    import signal
+    import time
+
+    parent = os.environ["MINIDOCKER_CGROUP_PARENT"]
+    interrupted = 0
+    for delay in [0.02 * i for i in range(1, 16)]:
+        cli = subprocess.Popen([*MINIDOCKER, "run", "--network", "none", "busybox", "sleep", "0.3"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=30)
+        interrupted += cli.returncode in (130, -2)
+        assert "Traceback" not in err and "internal error" not in err, err
+        if cli.returncode != 0:  # interrupted before the command ran: no record may stay
+            assert md("ps", "-aq").stdout == "", (delay, cli.returncode, err)
+        md("rm", "-f", *md("ps", "-aq").stdout.split(), check=False)
+        left = [d for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]
+                if os.path.isdir(os.path.join(top, parent)) for d in os.listdir(os.path.join(top, parent))
+                if os.path.isdir(os.path.join(top, parent, d))]
+        assert left == [], (delay, left)
+    assert interrupted, "no SIGINT landed while the start was under way"
+    row.result = f"{interrupted} of 15 runs interrupted at 20-300 ms: 0 records, 0 cgroups"
