@@ -16,6 +16,7 @@ The image ID is the sha256 of the config file, as Docker's is.
 
 from __future__ import annotations
 
+import contextlib  # loaded already: lib.state uses it
 import os
 
 # Only what `run` needs is imported up front: import, hashing and
@@ -30,10 +31,51 @@ if TYPE_CHECKING:  # `typing` costs 5 ms a start; annotations need it only here
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILTIN = {"busybox": os.path.join(HERE, "fixtures", "busybox-rootfs.sh")}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+EXIT_DATA = 1  # Docker's pull, load and import exit 1 on data they refuse (run makes it 125)
+HEX = frozenset("0123456789abcdef")
 
 
 def _dir(*parts: str) -> str:
     return state.path("images", *parts)
+
+
+def is_hex64(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and HEX.issuperset(value)
+
+
+def checked_digest(value: object, what: str, code: int = EXIT_DATA) -> str:
+    """A digest that is about to become a file name or a URL path: exactly
+    `sha256:` and 64 lowercase hex digits.  Anything else from an image
+    (`sha256:../../etc/passwd`, another algorithm) is refused, never joined."""
+    if not (isinstance(value, str) and value.startswith("sha256:") and is_hex64(value[7:])):
+        raise MinidockerError(f"invalid digest for {what}: {str(value)[:80]!r} (want sha256: and 64 hex digits)",
+                              code)
+    return value
+
+
+def _corrupt(file: str, why: object) -> MinidockerError:
+    return MinidockerError(f"the image store is damaged: {file}: {why}")
+
+
+def checked_config(body: object, where: str, code: int = EXIT_DATA) -> dict:
+    """An image config whose fields are what `run` will use them as: its
+    diff IDs digests, its Cmd and Env lists of strings, and so on."""
+    rootfs = body.get("rootfs") if isinstance(body, dict) else None
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list):
+        raise MinidockerError(f"{where}: not an image config (no rootfs.diff_ids)", code)
+    for i, diff_id in enumerate(diff_ids):
+        checked_digest(diff_id, f"layer {i + 1} in {where}", code)
+    conf = body.get("config") or {}
+    if not isinstance(conf, dict):
+        raise MinidockerError(f"{where}: its config is not an object", code)
+    lists = [conf.get(k) or [] for k in ("Cmd", "Entrypoint", "Env")]
+    if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists) or \
+            not all(isinstance(conf.get(k) or "", str) for k in ("User", "WorkingDir")):
+        raise MinidockerError(f"{where}: its config's Cmd, Entrypoint, Env, User or WorkingDir is malformed", code)
+    if not isinstance(body.get("created") or "", str):
+        raise MinidockerError(f"{where}: its created time is not a string", code)
+    return body
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -45,22 +87,63 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 
 def _repositories() -> dict[str, str]:
+    file = _dir("repositories.json")
     try:
-        return state.read_json(_dir("repositories.json"))
+        repos = state.read_json(file)
     except FileNotFoundError:
         return {}
+    except ValueError as e:
+        raise _corrupt(file, f"not JSON ({e}); remove it to forget every image name") from None
+    if not isinstance(repos, dict) or not all(isinstance(k, str) and is_hex64(v) for k, v in repos.items()):
+        raise _corrupt(file, "not a map of names to image IDs; remove it to forget every image name")
+    return repos
+
+
+def _tag_unlocked(ref: str, image_id: str) -> None:
+    repos = _repositories()
+    repos[":".join(parse_ref(ref))] = image_id
+    state.write_json(_dir("repositories.json"), repos)
 
 
 def _tag(ref: str, image_id: str) -> None:
     os.makedirs(_dir(), exist_ok=True)
     with state.locked(_dir()):
-        repos = _repositories()
-        repos[":".join(parse_ref(ref))] = image_id
-        state.write_json(_dir("repositories.json"), repos)
+        _tag_unlocked(ref, image_id)
 
 
 def config(image_id: str) -> dict:
-    return state.read_json(_dir("configs", image_id + ".json"))
+    """A stored image's config, checked as an incoming one is: the store is
+    a file tree that anything running as root can have changed."""
+    file = _dir("configs", image_id + ".json")
+    try:
+        body = state.read_json(file)
+    except FileNotFoundError:
+        raise _corrupt(file, f"image {image_id[:12]} has no config; rmi it and pull or load it again") from None
+    except ValueError as e:
+        raise _corrupt(file, f"not JSON ({e}); rmi the image and pull or load it again") from None
+    checked_config(body, file, code=host.EXIT_ENGINE)
+    if not isinstance((body.get("minidocker") or {}).get("size"), int):
+        raise _corrupt(file, "no size; rmi the image and pull or load it again")
+    return body
+
+
+def _stored_ids() -> list[str]:
+    """Every image in the store, named or loaded by ID only."""
+    try:
+        names = os.listdir(_dir("configs"))
+    except FileNotFoundError:
+        return []
+    return [n[:-5] for n in names if n.endswith(".json") and is_hex64(n[:-5])]
+
+
+def _used_layers() -> set[str]:
+    """The layers some stored image is made of.  An image whose config is
+    damaged cannot run anyway, so it holds no layer."""
+    used: set[str] = set()
+    for image_id in _stored_ids():
+        with contextlib.suppress(MinidockerError):
+            used.update(config(image_id)["rootfs"]["diff_ids"])
+    return used
 
 
 def lookup(ref: str, pull: str = "missing") -> tuple[str, dict]:
@@ -71,9 +154,8 @@ def lookup(ref: str, pull: str = "missing") -> tuple[str, dict]:
     name, tag = parse_ref(ref)
     image_id = _repositories().get(f"{name}:{tag}")
     hexid = ref.removeprefix("sha256:")
-    if image_id is None and len(hexid) >= 12 and all(c in "0123456789abcdef" for c in hexid):
-        stored = os.listdir(_dir("configs")) if os.path.isdir(_dir("configs")) else []
-        image_id = next((c[:-5] for c in stored if c.startswith(hexid)), None)  # by ID, named or not
+    if image_id is None and 12 <= len(hexid) <= 64 and HEX.issuperset(hexid):
+        image_id = next((c for c in _stored_ids() if c.startswith(hexid)), None)  # by ID, named or not
     if image_id is None and name in BUILTIN and tag == "latest":
         image_id = _build_builtin(name)
     if image_id is None:
@@ -106,43 +188,71 @@ def remove(ref: str, force: bool, in_use: list[str]) -> list[str]:
     name, tag_ = parse_ref(ref)
     repos = _repositories()
     key = f"{name}:{tag_}"
+    hexid = ref.removeprefix("sha256:")
     if key not in repos:
-        hexid = ref.removeprefix("sha256:")
         keys = [k for k, v in repos.items() if len(hexid) >= 12 and v.startswith(hexid)]
-        if not keys:
+        ids = [i for i in _stored_ids() if len(hexid) >= 12 and i.startswith(hexid)]
+        if not keys and not ids:
             raise MinidockerError(f"No such image: {ref}", 1)
-        key = keys[0]
-    image_id = repos[key]
+        key = keys[0] if keys else ""
+    image_id = repos[key] if key else ids[0]
     if in_use and not force:
         raise MinidockerError(f"conflict: unable to remove repository reference \"{ref}\" (must force) - "
                               f"container {in_use[0][:12]} is using its referenced image {image_id[:12]}", 1)
-    out = [f"Untagged: {key}"]
+    out = [f"Untagged: {key}"] if key else []
     with state.locked(_dir()):
         repos = _repositories()
         repos.pop(key, None)
         state.write_json(_dir("repositories.json"), repos)
-    if image_id in repos.values() or in_use:
-        return out  # still named, or still a container's root: keep its files
-    diff_ids = set(config(image_id)["rootfs"]["diff_ids"])
-    os.unlink(_dir("configs", image_id + ".json"))
-    out.append(f"Deleted: sha256:{image_id}")
-    still = {d for other in set(repos.values()) for d in config(other)["rootfs"]["diff_ids"]}
-    for diff_id in sorted(diff_ids - still):
-        state.remove_tree(layer_path(diff_id))
-        os.unlink(layer_path(diff_id) + ".size")
-        for copy in [f for f in os.listdir(_dir("layers")) if f.startswith(diff_id[7:] + "@")]:
-            state.remove_tree(_dir("layers", copy))
-        out.append(f"Deleted: {diff_id}")
+        if image_id in repos.values() or in_use:
+            return out  # still named, or still a container's root: keep its files
+        try:
+            diff_ids = set(config(image_id)["rootfs"]["diff_ids"])
+        except MinidockerError:
+            diff_ids = set()  # a damaged config: delete it, and leave its layers to whoever else uses them
+        os.unlink(_dir("configs", image_id + ".json"))
+        out.append(f"Deleted: sha256:{image_id}")
+        for diff_id in sorted(diff_ids - _used_layers()):
+            _delete_layer(diff_id)
+            out.append(f"Deleted: {diff_id}")
     return out
 
 
+def _delete_layer(diff_id: str) -> None:
+    """A layer, its size and its user-namespace copies."""
+    top = layer_path(diff_id)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(top + ".size")
+    stored = os.listdir(_dir("layers")) if os.path.isdir(_dir("layers")) else []
+    for copy in [f for f in stored if f == diff_id[7:] or f.startswith(diff_id[7:] + "@")]:
+        state.remove_tree(_dir("layers", copy))
+
+
+def forget_layers(diff_ids: list[str]) -> None:
+    """Undo a failed pull or load: delete the layers it stored itself, and
+    only those, unless an image has come to use one meanwhile.  A layer it
+    found already stored belongs to other images and is never touched."""
+    if not diff_ids:
+        return
+    with state.locked(_dir()):
+        used = _used_layers()
+        for diff_id in diff_ids:
+            if diff_id not in used:
+                _delete_layer(diff_id)
+
+
 def layer_path(diff_id: str) -> str:
-    return _dir("layers", diff_id.removeprefix("sha256:"))
+    """Where a layer lives: checked here too, the last guard before a path."""
+    return _dir("layers", checked_digest(diff_id, "a layer", host.EXIT_ENGINE)[7:])
 
 
 def layer_size(diff_id: str) -> int:
-    with open(layer_path(diff_id) + ".size") as f:
-        return int(f.read())
+    file = layer_path(diff_id) + ".size"
+    try:
+        with open(file) as f:
+            return int(f.read())
+    except (OSError, ValueError) as e:
+        raise _corrupt(file, e) from None
 
 
 def layer_dirs(image_config: dict, shift: int = 0) -> list[str]:
@@ -154,6 +264,9 @@ def layer_dirs(image_config: dict, shift: int = 0) -> list[str]:
     Docker's userns-remap keeps a copy of its image store per range.
     """
     diff_ids = list(reversed(image_config["rootfs"]["diff_ids"]))
+    for diff_id in diff_ids:
+        if not os.path.isdir(layer_path(diff_id)):
+            raise _corrupt(layer_path(diff_id), "a layer of this image is missing; rmi it and pull or load it again")
     return [_shifted(d, shift) if shift else layer_path(d) for d in diff_ids]
 
 
@@ -189,11 +302,17 @@ def decompressed(path: str) -> Iterator[bytes]:
         f.seek(0)
         if magic[:2] == b"\x1f\x8b":
             unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            while chunk := f.read(1 << 16):
-                yield unpack.decompress(chunk)
+            try:
+                while chunk := f.read(1 << 16):
+                    yield unpack.decompress(chunk)
+            except zlib.error as e:
+                raise MinidockerError(f"{os.path.basename(path)}: not a valid gzip stream ({e})", EXIT_DATA) from None
         elif magic == b"\x28\xb5\x2f\xfd":
             zstd = host.system_module("zstandard", "python3-zstandard")
-            yield from zstd.ZstdDecompressor().read_to_iter(f)
+            try:
+                yield from zstd.ZstdDecompressor().read_to_iter(f)
+            except zstd.ZstdError as e:
+                raise MinidockerError(f"{os.path.basename(path)}: not a valid zstd stream ({e})", EXIT_DATA) from None
         else:
             while chunk := f.read(1 << 16):
                 yield chunk
@@ -215,33 +334,52 @@ class _Chunks:
         return out
 
 
-def check_members(path: str) -> None:
-    """Refuse a hostile layer before a byte of it is unpacked.
+def check_members(path: str, archive: bool = False) -> None:
+    """Refuse a hostile layer (or a `load` archive) before a byte of it is unpacked.
 
     No absolute names, no `..`, no member reached through a symlink the
-    layer itself made (`a -> /etc` then `a/passwd` would write the host's),
-    no hard link out of the layer, and no device nodes: a layer is files.
+    tar itself made (`a -> /etc` then `a/passwd` would write the host's), no
+    hard link out of it or through such a symlink, and no device nodes: a
+    layer is files.  A `load` archive holds only JSON and layer blobs, so
+    there every entry must be a plain file or directory: a FIFO named as
+    its manifest would hang the load, a symlink would lead its reads out.
     """
     import tarfile
 
-    links: set[str] = set()
+    what = "archive" if archive else "layer"
+
+    def canonical(name: str, shown: str) -> list[str]:
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts:
+            raise MinidockerError(f"refusing {what}: {shown} points outside the {what}", EXIT_DATA)
+        return [p for p in parts if p not in ("", ".")]
+
+    links: set[str] = set()  # the symlinks so far, and the hard links to them (the same inode)
     try:
         with tarfile.open(fileobj=_Chunks(decompressed(path)), mode="r|") as tar:
             for member in tar:
-                name = member.name.removeprefix("./")
-                parts = name.split("/")
-                if member.name.startswith("/") or ".." in parts:
-                    raise MinidockerError(f"refusing layer: member {member.name!r} points outside the layer")
+                parts = canonical(member.name, f"member {member.name!r}")
+                name = "/".join(parts)
                 if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
-                    raise MinidockerError(f"refusing layer: member {member.name!r} lies under a symlink")
-                if member.issym():
-                    links.add(name.rstrip("/"))
-                if member.islnk() and (member.linkname.startswith("/") or ".." in member.linkname.split("/")):
-                    raise MinidockerError(f"refusing layer: hard link {member.name!r} points outside the layer")
-                if (member.ischr() or member.isblk()) and not (member.devmajor == member.devminor == 0):
-                    raise MinidockerError(f"refusing layer: device node {member.name!r}")
+                    raise MinidockerError(f"refusing {what}: member {member.name!r} lies under a symlink", EXIT_DATA)
+                if member.islnk():
+                    target = canonical(member.linkname, f"hard link {member.name!r}")
+                    if any("/".join(target[:i]) in links for i in range(1, len(target))):
+                        raise MinidockerError(f"refusing {what}: hard link {member.name!r} goes through a symlink",
+                                              EXIT_DATA)
+                    if "/".join(target) in links:
+                        links.add(name)  # a hard link to a symlink is that symlink again
+                elif member.issym():
+                    if archive:
+                        raise MinidockerError(f"refusing archive: {member.name!r} is a symlink", EXIT_DATA)
+                    links.add(name)
+                elif archive and not (member.isfile() or member.isdir()):
+                    raise MinidockerError(f"refusing archive: {member.name!r} is not a file or a directory",
+                                          EXIT_DATA)
+                elif (member.ischr() or member.isblk()) and not (member.devmajor == member.devminor == 0):
+                    raise MinidockerError(f"refusing layer: device node {member.name!r}", EXIT_DATA)
     except tarfile.TarError as e:
-        raise MinidockerError(f"refusing layer: not a tar archive ({e})") from None
+        raise MinidockerError(f"refusing {what}: not a tar archive ({e})", EXIT_DATA) from None
 
 
 def _whiteouts(top: str) -> None:
@@ -261,15 +399,21 @@ def _whiteouts(top: str) -> None:
             os.unlink(os.path.join(dirpath, name))
             if name == ".wh..wh..opq":
                 os.setxattr(dirpath, "trusted.overlay.opaque", b"y")
-            else:
+                continue
+            try:  # `.wh.` alone would name the directory, `.wh.x` beside an `x` a file it also ships
                 os.mknod(os.path.join(dirpath, name[4:]), stat.S_IFCHR, os.makedev(0, 0))
+            except OSError as e:
+                raise MinidockerError(f"refusing layer: whiteout {name!r}: {e.strerror}", EXIT_DATA) from None
 
 
-def _store_layer(chunks: Iterator[bytes]) -> tuple[str, int]:
-    """Unpack a tar stream into a new layer; return its diff ID and size.
+def _store_layer(chunks: Iterator[bytes], expected: str = "", what: str = "layer") -> tuple[str, int, bool]:
+    """Unpack a tar stream into a new layer: its diff ID, its size, and
+    whether this call stored it (False: it was there, other images' too).
 
     The stream is hashed as it is unpacked, so a layer is read once.  It is
-    unpacked beside the store and renamed in: a crash leaves no half-layer.
+    unpacked beside the store and renamed in only once its diff ID is the
+    one `expected`: a crash or a lying image leaves no half-layer, and no
+    mislabelled one that a later pull would take for the real thing.
     """
     import hashlib
     import subprocess
@@ -286,28 +430,39 @@ def _store_layer(chunks: Iterator[bytes]) -> tuple[str, int]:
             for data in chunks:
                 digest.update(data)
                 tar.stdin.write(data)
+        except BrokenPipeError:
+            pass  # tar stopped early: its exit status and stderr say why
         finally:
-            tar.stdin.close()
-        err = tar.stderr.read().decode()
+            with contextlib.suppress(BrokenPipeError):
+                tar.stdin.close()
+        err = tar.stderr.read().decode(errors="replace")
         if tar.wait() != 0:
-            raise MinidockerError(f"unpacking layer: tar: {err.strip()}")
+            raise MinidockerError(f"unpacking {what}: tar: {err.strip()}", EXIT_DATA)
+        diff_id = "sha256:" + digest.hexdigest()
+        if expected and diff_id != expected:
+            raise MinidockerError(f"{what}: its content is {diff_id}, the image config says {expected}", EXIT_DATA)
         _whiteouts(tmp)
-        diff_id = digest.hexdigest()
         size = _tree_size(tmp)
-        if not os.path.isdir(os.path.join(layers, diff_id)):  # else: the same layer is stored, share it
-            with open(os.path.join(layers, diff_id + ".size"), "w") as f:
+        final = layer_path(diff_id)
+        if not os.path.isdir(final):
+            with open(final + ".size", "w") as f:
                 f.write(str(size))
-            os.rename(tmp, os.path.join(layers, diff_id))
-        return "sha256:" + diff_id, size
+            try:
+                os.rename(tmp, final)
+                return diff_id, size, True
+            except OSError:
+                if not os.path.isdir(final):
+                    raise
+        return diff_id, size, False  # the same layer is stored (maybe by a pull running beside us): share it
     finally:
         if os.path.isdir(tmp):
             state.remove_tree(tmp)
 
 
-def store_layer_file(path: str) -> tuple[str, int]:
+def store_layer_file(path: str, expected: str = "", what: str = "layer") -> tuple[str, int, bool]:
     """A layer from a (possibly hostile) file: checked, then unpacked."""
     check_members(path)
-    return _store_layer(decompressed(path))
+    return _store_layer(decompressed(path), expected, what)
 
 
 def _tree_size(top: str) -> int:
@@ -321,6 +476,26 @@ def _tree_size(top: str) -> int:
     return total
 
 
+def host_platform() -> str:
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(os.uname().machine,
+                                                                                  os.uname().machine)
+
+
+def platform_entry(index: dict, platform: str) -> dict:
+    """The entry of an image index (a manifest list) for a platform: `linux/amd64`."""
+    os_, _, arch = platform.partition("/")
+    arch, _, variant = arch.partition("/")
+    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
+    for entry in entries:
+        p = entry.get("platform") or {}
+        if p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant):
+            return entry
+    offered = ", ".join(f"{m['platform'].get('os')}/{m['platform'].get('architecture')}"
+                        for m in entries if isinstance(m.get("platform"), dict))
+    raise MinidockerError(f"no matching manifest for {platform} in the manifest list entries ({offered})",
+                          EXIT_DATA)
+
+
 def store_image(ref: str, diff_ids: list[str], size: int, image_conf: dict, created: str = "",
                 digest: str = "") -> str:
     """Record an image (its layers are stored already) and name it."""
@@ -328,7 +503,7 @@ def store_image(ref: str, diff_ids: list[str], size: int, image_conf: dict, crea
     import json
 
     body = {
-        "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine),
+        "architecture": host_platform().removeprefix("linux/"),
         "os": "linux",
         "created": created or state.now(),
         "config": image_conf,
@@ -338,11 +513,18 @@ def store_image(ref: str, diff_ids: list[str], size: int, image_conf: dict, crea
     raw = json.dumps(body, indent=1).encode()
     image_id = hashlib.sha256(raw).hexdigest()
     os.makedirs(_dir("configs"), exist_ok=True)
-    with open(_dir("configs", image_id + ".json.tmp"), "wb") as f:
-        f.write(raw)
-    os.rename(_dir("configs", image_id + ".json.tmp"), _dir("configs", image_id + ".json"))
-    if ref:  # a loaded image without a name is kept by ID only
-        _tag(ref, image_id)
+    with state.locked(_dir()):
+        # Under the lock that a failed pull's clean-up takes: a layer this
+        # image found stored may have been that pull's, and gone since.
+        missing = [d for d in diff_ids if not os.path.isdir(layer_path(d))]
+        if missing:
+            raise MinidockerError(f"layer {missing[0]} was removed while this image was stored (a pull beside "
+                                  "this one failed?): try again")
+        with open(_dir("configs", image_id + ".json.tmp"), "wb") as f:
+            f.write(raw)
+        os.rename(_dir("configs", image_id + ".json.tmp"), _dir("configs", image_id + ".json"))
+        if ref:  # a loaded image without a name is kept by ID only
+            _tag_unlocked(ref, image_id)
     return image_id
 
 
@@ -350,17 +532,24 @@ def import_rootfs(source: str, ref: str) -> str:
     """Make an image of one layer from a directory or a (gzipped) tarball."""
     import subprocess
 
-    if os.path.isdir(source):  # a directory of this host's: trusted, as docker import trusts it
-        tar = host.spawn(["tar", "-c", "--numeric-owner", "--xattrs", "-C", source, "-f", "-", "."], "images",
-                         stdout=subprocess.PIPE)
-        diff_id, size = _store_layer(iter(lambda: tar.stdout.read(1 << 16), b""))
-        if tar.wait() != 0:
-            raise MinidockerError(f"reading {source}: tar failed")
-    elif os.path.isfile(source):
-        diff_id, size = store_layer_file(source)
-    else:
-        raise MinidockerError(f"import: {source}: no such file or directory")
-    return store_image(ref, [diff_id], size, {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"]})
+    created = []
+    try:
+        if os.path.isdir(source):  # a directory of this host's: trusted, as docker import trusts it
+            tar = host.spawn(["tar", "-c", "--numeric-owner", "--xattrs", "-C", source, "-f", "-", "."], "images",
+                             stdout=subprocess.PIPE)
+            diff_id, size, new = _store_layer(iter(lambda: tar.stdout.read(1 << 16), b""))
+            created += [diff_id] if new else []
+            if tar.wait() != 0:
+                raise MinidockerError(f"reading {source}: tar failed", EXIT_DATA)
+        elif os.path.isfile(source):
+            diff_id, size, new = store_layer_file(source)
+            created += [diff_id] if new else []
+        else:
+            raise MinidockerError(f"import: {source}: no such file or directory", EXIT_DATA)
+        return store_image(ref, [diff_id], size, {"Env": [f"PATH={DEFAULT_PATH}"], "Cmd": ["sh"]})
+    except BaseException:
+        forget_layers(created)
+        raise
 
 
 def _build_builtin(name: str) -> str:
@@ -373,8 +562,14 @@ def _build_builtin(name: str) -> str:
 
 
 def listing() -> list[dict]:
+    """`images`: every named image, the built-in ones included, which
+    `run` makes on first use and so must be listed before it too."""
+    repos = _repositories()
+    for name in BUILTIN:
+        if f"{name}:latest" not in repos:
+            repos[f"{name}:latest"] = _build_builtin(name)
     rows = []
-    for ref, image_id in sorted(_repositories().items()):
+    for ref, image_id in sorted(repos.items()):
         name, tag = parse_ref(ref)
         conf = config(image_id)
         rows.append({"repository": name, "tag": tag, "id": image_id, "created": conf["created"] or state.ZERO_TIME,
@@ -422,6 +617,10 @@ def save(refs: list[str], out: str) -> None:
     import json
     import tempfile
 
+    wanted = [(ref, *lookup(ref, pull="never")) for ref in refs]  # may make busybox, and so images/
+    for _ref, _image_id, conf in wanted:
+        layer_dirs(conf)  # each layer is there, or one clear line
+    os.makedirs(_dir(), exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".save-", dir=_dir()) as tmp:
         blobs = os.path.join(tmp, "blobs", "sha256")
         os.makedirs(blobs)
@@ -433,8 +632,7 @@ def save(refs: list[str], out: str) -> None:
             return "sha256:" + digest, len(data)
 
         docker_manifest, index = [], []
-        for ref in refs:
-            image_id, conf = lookup(ref, pull="never")
+        for ref, image_id, conf in wanted:
             layers = []
             for diff_id in conf["rootfs"]["diff_ids"]:
                 part = os.path.join(tmp, "layer.tar")
@@ -464,46 +662,104 @@ def save(refs: list[str], out: str) -> None:
                   "blobs"], "images")
 
 
+def _member(archive: str, top: str, rel: object, what: str) -> str:
+    """A file a `load` archive's own JSON names, as a path inside the unpacked
+    archive: relative, no `..`, no symlink on the way, a plain file."""
+    import stat
+
+    parts = rel.split("/") if isinstance(rel, str) else [".."]
+    if not isinstance(rel, str) or rel.startswith("/") or ".." in parts:
+        raise MinidockerError(f"{archive}: {what} {str(rel)[:80]!r} points outside the archive", EXIT_DATA)
+    parts = [p for p in parts if p not in ("", ".")]
+    path = top
+    for i, part in enumerate(parts):
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            raise MinidockerError(f"{archive}: {what} {rel!r} is not in the archive", EXIT_DATA) from None
+        if not (stat.S_ISDIR(mode) if i < len(parts) - 1 else stat.S_ISREG(mode)):
+            raise MinidockerError(f"{archive}: {what} {rel!r} is not a plain file", EXIT_DATA)
+    if not parts:
+        raise MinidockerError(f"{archive}: {what} {rel!r} is not a plain file", EXIT_DATA)
+    return path
+
+
 def load(path: str) -> list[str]:
     """`docker load` of a `docker save` tarball or an OCI layout tarball; the names loaded."""
     import json
     import tempfile
 
-    check_members(path)
+    from lib import registry
+
+    check_members(path, archive=True)
     os.makedirs(_dir(), exist_ok=True)
-    loaded = []
-    with tempfile.TemporaryDirectory(prefix=".load-", dir=_dir()) as tmp:
-        host.run(["tar", "-C", tmp, "-xf", path], "images")
+    loaded: list[str] = []
+    created: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix=".load-", dir=_dir()) as tmp:
+            host.run(["tar", "-C", tmp, "--no-same-owner", "-xf", path], "images")
 
-        def read(rel: str) -> dict:
-            with open(os.path.join(tmp, rel)) as f:
-                return json.load(f)
+            def read(rel: object, what: str) -> object:
+                try:
+                    with open(_member(path, tmp, rel, what)) as f:
+                        return json.load(f)
+                except ValueError as e:
+                    raise MinidockerError(f"{path}: {what} {rel!r} is not JSON ({e})", EXIT_DATA) from None
 
-        if os.path.exists(os.path.join(tmp, "manifest.json")):
-            entries = [(m["Config"], m["Layers"], m.get("RepoTags") or []) for m in read("manifest.json")]
-        elif os.path.exists(os.path.join(tmp, "index.json")):
-            entries = []
-            for m in read("index.json")["manifests"]:
-                manifest = read(f"blobs/sha256/{m['digest'][7:]}")
-                # org.opencontainers.image.ref.name is a tag alone: without a full name, load by ID.
-                name = m.get("annotations", {}).get("io.containerd.image.name", "")
-                entries.append((f"blobs/sha256/{manifest['config']['digest'][7:]}",
-                                [f"blobs/sha256/{layer['digest'][7:]}" for layer in manifest["layers"]],
-                                [name] if name else []))
-        else:
-            raise MinidockerError(f"{path}: neither a docker save archive nor an OCI image layout", 1)
-        for config_path, layer_paths, names in entries:
-            config = read(config_path)
-            diff_ids, size = [], 0
-            for i, rel in enumerate(layer_paths):
-                diff_id, layer_bytes = store_layer_file(os.path.join(tmp, rel))
-                if config["rootfs"]["diff_ids"][i] != diff_id:
-                    raise MinidockerError(f"{rel}: its content is {diff_id}, the image config says "
-                                          f"{config['rootfs']['diff_ids'][i]}", 1)
-                diff_ids.append(diff_id)
-                size += layer_bytes
-            for name in names or [""]:
-                image_id = store_image(name, diff_ids, size, config.get("config") or {},
-                                       created=config.get("created", ""))
-                loaded.append(f"Loaded image: {name}" if name else f"Loaded image ID: sha256:{image_id}")
+            def blob(digest: object, what: str) -> str:
+                return f"blobs/sha256/{checked_digest(digest, what)[7:]}"
+
+            def fields(body: object, what: str, *keys: str) -> list:
+                if not isinstance(body, dict) or any(k not in body for k in keys):
+                    raise MinidockerError(f"{path}: {what} has no {' or '.join(keys)}", EXIT_DATA)
+                return [body[k] for k in keys]
+
+            entries = []  # (config path, layer paths, names)
+            if os.path.lexists(os.path.join(tmp, "manifest.json")):
+                manifest = read("manifest.json", "manifest.json")
+                for m in manifest if isinstance(manifest, list) else [None]:
+                    config_path, layer_paths = fields(m, "an entry of manifest.json", "Config", "Layers")
+                    names = m.get("RepoTags") or []
+                    if not isinstance(layer_paths, list) or not isinstance(names, list):
+                        raise MinidockerError(f"{path}: manifest.json: Layers and RepoTags must be lists", EXIT_DATA)
+                    entries.append((config_path, layer_paths, names))
+            elif os.path.lexists(os.path.join(tmp, "index.json")):
+                (manifests,) = fields(read("index.json", "index.json"), "index.json", "manifests")
+                for m in manifests if isinstance(manifests, list) else [None]:
+                    (digest,) = fields(m, "an entry of index.json", "digest")
+                    manifest = read(blob(digest, "a manifest in index.json"), "manifest")
+                    if isinstance(manifest, dict) and "manifests" in manifest:  # a multi-platform image: ours
+                        entry = platform_entry(manifest, host_platform())
+                        manifest = read(blob(entry.get("digest"), "a manifest in an index"), "manifest")
+                    config, layers = fields(manifest, f"manifest {digest}", "config", "layers")
+                    if not isinstance(config, dict) or not isinstance(layers, list):
+                        raise MinidockerError(f"{path}: manifest {digest} is malformed", EXIT_DATA)
+                    # org.opencontainers.image.ref.name is a tag alone: without a full name, load by ID.
+                    name = (m.get("annotations") or {}).get("io.containerd.image.name", "")
+                    entries.append((blob(config.get("digest"), "an image config"),
+                                    [blob(d.get("digest") if isinstance(d, dict) else d, "a layer") for d in layers],
+                                    [name] if name else []))
+            else:
+                raise MinidockerError(f"{path}: neither a docker save archive nor an OCI image layout", EXIT_DATA)
+            for config_path, layer_paths, names in entries:
+                for name in names:
+                    registry.parse(name if isinstance(name, str) else "")  # a name, not a path or a table row
+                config = checked_config(read(config_path, "config"), f"{path}: {config_path}")
+                wanted = config["rootfs"]["diff_ids"]
+                if len(wanted) != len(layer_paths):
+                    raise MinidockerError(f"{path}: {config_path} names {len(wanted)} layers, the manifest "
+                                          f"{len(layer_paths)}", EXIT_DATA)
+                size = 0
+                for rel, diff_id in zip(layer_paths, wanted, strict=True):
+                    _, layer_bytes, new = store_layer_file(_member(path, tmp, rel, "layer"), diff_id, str(rel))
+                    created += [diff_id] if new else []
+                    size += layer_bytes
+                for name in names or [""]:
+                    image_id = store_image(name, wanted, size, config.get("config") or {},
+                                           created=config.get("created") or "")
+                    loaded.append(f"Loaded image: {name}" if name else f"Loaded image ID: sha256:{image_id}")
+    except BaseException:
+        forget_layers(created)
+        raise
     return loaded

@@ -18,8 +18,27 @@
    sha256 digest it was asked for before anything is stored, and each layer's
    uncompressed stream against the config's `rootfs.diff_ids`.
 
-Plain http is used for registries on this machine (localhost, 127.0.0.1)
-and, with --insecure, others; everything else is https.
+Plain http is used for registries on this machine (localhost, 127.0.0.0/8,
+[::1], as Docker treats them) and, with --insecure, others; everything else
+is https.
+
+Everything a registry sends is hostile until checked:
+
+* **Digests become paths and URLs**, so each must be `sha256:` and 64 hex
+  digits (images.checked_digest); `sha256:../../x` is refused, never joined.
+* **Sizes are capped.** A manifest, a config and a token answer are small
+  JSON: at most 4 MiB, 4 MiB and 1 MiB (4 MiB is the distribution
+  registry's own limit for a manifest).  A blob may not grow past the size
+  its descriptor declares, and no layer may declare more than 16 GiB, so a
+  registry that streams forever cannot fill the disk.  (A small layer that
+  decompresses to a huge tree is bounded by the disk only, as in Docker.)
+* **The token goes only where it was given.**  The realm that hands it out
+  must be http(s): urllib would read `file:///root/...` as gladly and send
+  what it found as our token.  On a redirect to another host (Docker Hub
+  sends blobs to a CDN), urllib would copy the Authorization header along;
+  it is dropped there, as Go's net/http (and so Docker) does.
+* **A failed pull takes back only what it stored itself**, never a layer it
+  found stored: other images stand on those (images.forget_layers).
 """
 
 from __future__ import annotations
@@ -43,6 +62,9 @@ MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json",
                   "application/vnd.oci.image.manifest.v1+json")
 DOCKER_HUB = "registry-1.docker.io"
 EXIT_PULL = 1  # Docker's `pull` failures exit 1 (`run` turns them into 125)
+MAX_MANIFEST = MAX_CONFIG = 4 << 20
+MAX_TOKEN = 1 << 20
+MAX_LAYER = 16 << 30
 
 
 def parse(ref: str) -> tuple[str, str, str, str]:
@@ -58,33 +80,93 @@ def parse(ref: str) -> tuple[str, str, str, str]:
         registry = DOCKER_HUB
     if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", repository):
         raise MinidockerError(f"invalid reference format: repository name must be lowercase: {ref}", EXIT_PULL)
+    if digest:
+        images.checked_digest(digest, ref, EXIT_PULL)
+    elif not re.fullmatch(r"[\w][\w.-]{0,127}", tag):
+        raise MinidockerError(f"invalid reference format: bad tag: {ref}", EXIT_PULL)
     return registry, repository, digest or tag, f"{name}@{digest}" if digest else f"{name}:{tag}"
 
 
-def host_platform() -> str:
-    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(os.uname().machine,
-                                                                                  os.uname().machine)
+def is_local(registry: str) -> bool:
+    """localhost, 127.0.0.0/8 or [::1]: Docker's default insecure registries."""
+    import ipaddress
+
+    host = urllib.parse.urlsplit("//" + registry).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _TokenStaysHome(urllib.request.HTTPRedirectHandler):
+    """Follow a registry's redirect, but not with our token to another host.
+
+    urllib copies every header of a request to the one it redirects to,
+    Authorization included: a blob redirect would hand the bearer token to
+    whatever host the registry (or anyone who can make it redirect) names.
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            was, now = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(new.full_url)
+            if now.scheme not in ("http", "https"):
+                raise MinidockerError(f"refusing a redirect to {newurl[:80]}: not http(s)", EXIT_PULL)
+            if (was.scheme, was.netloc) != (now.scheme, now.netloc):
+                new.remove_header("Authorization")
+        return new
+
+
+def _read(answer, cap: int, what: str) -> bytes:
+    """A small answer whole, or a refusal once it passes `cap` bytes."""
+    body = answer.read(cap + 1)
+    if len(body) > cap:
+        raise MinidockerError(f"{what} is larger than {cap >> 20} MiB: refused", EXIT_PULL)
+    return body
+
+
+def _descriptor(value: object, what: str, cap: int) -> dict:
+    """A manifest's pointer to a blob: a valid digest and a size within `cap`."""
+    if not isinstance(value, dict):
+        raise MinidockerError(f"the manifest's {what} is not a descriptor", EXIT_PULL)
+    images.checked_digest(value.get("digest"), what, EXIT_PULL)
+    size = value.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise MinidockerError(f"the manifest's {what} has no valid size", EXIT_PULL)
+    if size > cap:
+        raise MinidockerError(f"the manifest's {what} is {size} bytes, more than the {cap >> 20} MiB "
+                              "minidocker takes", EXIT_PULL)
+    return value
+
+
+def _json(raw: bytes, what: str) -> dict:
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise MinidockerError(f"{what} is not JSON ({e})", EXIT_PULL) from None
+    if not isinstance(body, dict):
+        raise MinidockerError(f"{what} is not a JSON object", EXIT_PULL)
+    return body
 
 
 class Registry:
     def __init__(self, registry: str, repository: str, insecure: bool) -> None:
-        local = registry.split(":")[0] in ("localhost", "127.0.0.1", "[::1]")
-        self.base = f"{'http' if local or insecure else 'https'}://{registry}/v2/{repository}"
+        self.base = f"{'http' if is_local(registry) or insecure else 'https'}://{registry}/v2/{repository}"
         self.repository, self.token = repository, ""
+        self.opener = urllib.request.build_opener(_TokenStaysHome)
 
-    def _open(self, url: str, accept: tuple[str, ...] = ()):
+    def _open(self, url: str, accept: tuple[str, ...] = (), missing: str = ""):
         headers = {"Accept": ", ".join(accept)} if accept else {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30)
+            return self.opener.open(urllib.request.Request(url, headers=headers), timeout=30)
         except urllib.error.HTTPError as e:
             if e.code == 401 and not self.token and "bearer" in e.headers.get("WWW-Authenticate", "").lower():
                 self.token = self._token(e.headers["WWW-Authenticate"])
-                return self._open(url, accept)
+                return self._open(url, accept, missing)
             if e.code == 404:
-                raise MinidockerError(f"manifest for {self.repository} not found: manifest unknown "
-                                      "(does the image exist? is the name right?)", EXIT_PULL) from None
+                raise MinidockerError(missing or f"{url}: not found", EXIT_PULL) from None
             raise MinidockerError(f"{url}: HTTP {e.code} {e.reason}", EXIT_PULL) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
@@ -93,60 +175,53 @@ class Registry:
     def _token(self, challenge: str) -> str:
         """Anonymous bearer auth: ask the realm the challenge names for a token."""
         fields = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = fields.get("realm", "")
+        if urllib.parse.urlsplit(realm).scheme not in ("http", "https"):
+            raise MinidockerError(f"refusing the registry's token realm {realm[:80]!r}: not an http(s) URL",
+                                  EXIT_PULL)
         query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
-        with self._open_plain(f"{fields['realm']}?{query}") as answer:
-            body = json.load(answer)
-        return body.get("token") or body.get("access_token", "")
-
-    @staticmethod
-    def _open_plain(url: str):
         try:
-            return urllib.request.urlopen(url, timeout=30)
+            with self.opener.open(f"{realm}?{query}", timeout=30) as answer:
+                body = _json(_read(answer, MAX_TOKEN, f"the token from {realm}"), f"the token from {realm}")
         except (urllib.error.URLError, OSError) as e:
-            raise MinidockerError(f"cannot get a registry token from {url}: {e}", EXIT_PULL) from None
+            raise MinidockerError(f"cannot get a registry token from {realm}: {e}", EXIT_PULL) from None
+        token = body.get("token") or body.get("access_token")
+        if not isinstance(token, str) or not re.fullmatch(r"[\x21-\x7e]+", token):  # it goes into a header
+            raise MinidockerError(f"the answer from {realm} holds no usable token", EXIT_PULL)
+        return token
 
     def manifest(self, reference: str) -> tuple[dict, str, str]:
         """A manifest, its media type, and its digest."""
-        with self._open(f"{self.base}/manifests/{reference}", INDEX_TYPES + MANIFEST_TYPES) as answer:
-            raw = answer.read()
+        missing = f"manifest for {self.repository}:{reference} not found: manifest unknown"
+        with self._open(f"{self.base}/manifests/{reference}", INDEX_TYPES + MANIFEST_TYPES, missing) as answer:
+            raw = _read(answer, MAX_MANIFEST, f"the manifest of {self.repository}")
             header_type = answer.headers.get("Content-Type", "").split(";")[0]
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         if reference.startswith("sha256:") and reference != digest:
             raise MinidockerError(f"manifest verification failed for digest {reference}", EXIT_PULL)
-        body = json.loads(raw)
+        body = _json(raw, f"the manifest of {self.repository}")
         return body, body.get("mediaType") or header_type, digest
 
-    def blob(self, digest: str, into: str, progress: str = "") -> None:
-        """Download a blob to a file, checking it is what its digest says."""
-        algorithm, _, expected = digest.partition(":")
-        if algorithm != "sha256":
-            raise MinidockerError(f"unsupported digest algorithm: {digest}", EXIT_PULL)
+    def blob(self, descriptor: dict, into: str, progress: str = "") -> None:
+        """Download a blob to a file, checking it is what its descriptor says:
+        never a byte past its size, and its sha256 digest."""
+        digest, size = descriptor["digest"], descriptor["size"]
         check, done = hashlib.sha256(), 0
-        with self._open(f"{self.base}/blobs/{digest}") as answer, open(into, "wb") as out:
-            total = int(answer.headers.get("Content-Length") or 0)
+        url = f"{self.base}/blobs/{digest}"
+        with self._open(url, missing=f"blob {digest} not found: blob unknown") as answer, open(into, "wb") as out:
             while chunk := answer.read(1 << 16):
+                done += len(chunk)
+                if done > size:
+                    raise MinidockerError(f"blob {digest} is larger than the {size} bytes its manifest says: "
+                                          "refused", EXIT_PULL)
                 check.update(chunk)
                 out.write(chunk)
-                done += len(chunk)
                 if progress and sys.stderr.isatty():
-                    print(f"\r{progress}: {done / 1e6:.1f}/{total / 1e6:.1f} MB", end="", file=sys.stderr)
+                    print(f"\r{progress}: {done / 1e6:.1f}/{size / 1e6:.1f} MB", end="", file=sys.stderr)
         if progress and sys.stderr.isatty():
             print(file=sys.stderr)
-        if check.hexdigest() != expected:
+        if done != size or "sha256:" + check.hexdigest() != digest:
             raise MinidockerError(f"filesystem layer verification failed for digest {digest}", EXIT_PULL)
-
-
-def _choose(index: dict, platform: str) -> dict:
-    os_, _, arch = platform.partition("/")
-    arch, _, variant = arch.partition("/")
-    for entry in index.get("manifests", []):
-        p = entry.get("platform", {})
-        if p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant):
-            return entry
-    offered = ", ".join(f"{m['platform']['os']}/{m['platform']['architecture']}"
-                        for m in index.get("manifests", []) if "platform" in m)
-    raise MinidockerError(f"no matching manifest for {platform} in the manifest list entries ({offered})",
-                          EXIT_PULL)
 
 
 def pull(ref: str, platform: str = "", insecure: bool = False) -> str:
@@ -155,31 +230,38 @@ def pull(ref: str, platform: str = "", insecure: bool = False) -> str:
     remote = Registry(registry, repository, insecure)
     manifest, kind, digest = remote.manifest(reference)
     if kind in INDEX_TYPES or "manifests" in manifest:
-        manifest, kind, digest = remote.manifest(_choose(manifest, platform or host_platform())["digest"])
+        entry = images.platform_entry(manifest, platform or images.host_platform())
+        manifest, kind, digest = remote.manifest(images.checked_digest(entry.get("digest"), "a manifest list entry"))
     if kind not in MANIFEST_TYPES and manifest.get("schemaVersion") != 2:
         raise MinidockerError(f"unsupported manifest type {kind or manifest.get('schemaVersion')}", EXIT_PULL)
+    config_blob = _descriptor(manifest.get("config"), "image config", MAX_CONFIG)
+    if not isinstance(manifest.get("layers"), list):
+        raise MinidockerError("the manifest lists no layers", EXIT_PULL)
+    layers = [_descriptor(layer, f"layer {i + 1}", MAX_LAYER) for i, layer in enumerate(manifest["layers"])]
     os.makedirs(state.path("images"), exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".pull-", dir=state.path("images")) as tmp:
-        remote.blob(manifest["config"]["digest"], os.path.join(tmp, "config"))
-        with open(os.path.join(tmp, "config"), "rb") as f:
-            config = json.load(f)
-        wanted = config["rootfs"]["diff_ids"]
-        if len(wanted) != len(manifest["layers"]):
-            raise MinidockerError("the manifest and the image config disagree on the number of layers", EXIT_PULL)
-        diff_ids, size = [], 0
-        for i, layer in enumerate(manifest["layers"]):  # bottom first: the order is the image
-            path = os.path.join(tmp, f"layer{i}")
-            stored = os.path.isdir(images.layer_path(wanted[i]))
-            if not stored:
-                remote.blob(layer["digest"], path, progress=f"{layer['digest'][7:19]} layer {i + 1}")
-                diff_id, _ = images.store_layer_file(path)
-                if diff_id != wanted[i]:
-                    state.remove_tree(images.layer_path(diff_id))
-                    raise MinidockerError(f"layer {layer['digest']}: its content is {diff_id}, the image says "
-                                          f"{wanted[i]}", EXIT_PULL)
-                os.unlink(path)
-            diff_ids.append(wanted[i])
-            size += images.layer_size(wanted[i])
-    image_id = images.store_image(shown, diff_ids, size, config.get("config") or {},
-                                  created=config.get("created", ""), digest=digest)
-    return image_id
+    created: list[str] = []  # the layers this pull stored: the only ones its failure may take back
+    try:
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=state.path("images")) as tmp:
+            remote.blob(config_blob, os.path.join(tmp, "config"))
+            with open(os.path.join(tmp, "config"), "rb") as f:
+                what = f"the image config {config_blob['digest']}"
+                config = images.checked_config(_json(f.read(), what), what)
+            wanted = config["rootfs"]["diff_ids"]
+            if len(wanted) != len(layers):
+                raise MinidockerError("the manifest and the image config disagree on the number of layers",
+                                      EXIT_PULL)
+            size = 0
+            # Bottom first: the order is the image.
+            for i, (layer, diff_id) in enumerate(zip(layers, wanted, strict=True)):
+                if not os.path.isdir(images.layer_path(diff_id)):
+                    path = os.path.join(tmp, f"layer{i}")
+                    remote.blob(layer, path, progress=f"{layer['digest'][7:19]} layer {i + 1}")
+                    _, _, new = images.store_layer_file(path, diff_id, f"layer {layer['digest']}")
+                    created += [diff_id] if new else []
+                    os.unlink(path)
+                size += images.layer_size(diff_id)
+            return images.store_image(shown, wanted, size, config.get("config") or {},
+                                      created=config.get("created") or "", digest=digest)
+    except BaseException:
+        images.forget_layers(created)
+        raise

@@ -46,14 +46,16 @@ def registry(tmp_path_factory):
                               capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
-        for kind, name, copy_all in (("busybox", "busybox:latest", False), ("busybox", "again:latest", False),
-                                     ("whiteouts", "layered:1", False), ("multiarch", "multi:latest", True),
-                                     ("unique", "corrupt:latest", False), ("zstd", "zstd:latest", False)):
+        for kind, tag, name, copy_all in (
+                ("busybox", "latest", "busybox:latest", False), ("busybox", "latest", "again:latest", False),
+                ("whiteouts", "latest", "layered:1", False), ("multiarch", "latest", "multi:latest", True),
+                ("unique", "latest", "corrupt:latest", False), ("zstd", "latest", "zstd:latest", False),
+                ("shared", "a", "shareda:latest", False), ("shared", "b", "sharedb:latest", False)):
             layout = top / kind
             if not layout.exists():
                 oci_layout.build(kind, str(layout))
             in_sandbox("skopeo", "copy", *(["--all"] if copy_all else []), "--dest-tls-verify=false",
-                       f"oci:{layout}:latest", f"docker://{REGISTRY}/{name}")
+                       f"oci:{layout}:{tag}", f"docker://{REGISTRY}/{name}")
         yield top
     finally:
         server.kill()
@@ -112,7 +114,8 @@ def test_corrupted_blob_is_refused(registry, row):
     with open(blob, "r+b") as f:
         f.seek(100)
         f.write(b"corrupted!")
-    before, images_before = layers(), md("images").stdout
+    images_before = md("images").stdout  # (which makes busybox on a fresh root: count layers after it)
+    before = layers()
     bad = md("pull", f"{REGISTRY}/corrupt", check=False)
     assert bad.returncode == 1 and "verification failed" in bad.stderr
     assert f"{REGISTRY}/corrupt" not in md("images").stdout
@@ -127,11 +130,12 @@ def test_zstd_layer(registry, row):
     row.result = "application/vnd.oci.image.layer.v1.tar+zstd: ran"
 
 
-def test_unknown_image():
+def test_unknown_image(registry):
     pulled = md("pull", f"{REGISTRY}/no-such-image", check=False)
     run = md("run", "--pull", "missing", f"{REGISTRY}/no-such-image", "true", check=False)
-    assert pulled.returncode in (1,) and run.returncode == 125
-    assert "Unable to find image" in run.stderr and md("ps", "-aq").stdout == ""
+    assert pulled.returncode == 1 and "manifest unknown" in pulled.stderr
+    assert run.returncode == 125 and "Unable to find image" in run.stderr and "manifest unknown" in run.stderr
+    assert md("ps", "-aq").stdout == ""
 
 
 def test_rmi_and_tag(registry):
@@ -147,16 +151,53 @@ def test_rmi_and_tag(registry):
     assert len(before - layers()) == 2  # both of its layers: no other image uses them
 
 
-def test_hostile_tarball_is_refused(tmp_path):
-    evil = tmp_path / "evil.tar"
-    with tarfile.open(evil, "w") as tar:
-        info = tarfile.TarInfo("../../etc/evil")
-        info.size = 6
-        tar.addfile(info, io.BytesIO(b"pwned\n"))
-    done = md("import", str(evil), "evil", check=False)
-    assert done.returncode == 125 and "points outside the layer" in done.stderr
-    assert not os.path.exists("/etc/evil")
-    assert "evil" not in md("images").stdout
+def unique_name() -> str:
+    return f"mdt-evil-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def under_state_root(name: str) -> list[str]:
+    """Every file or directory called `name` under the state root: where a
+    layer's `../` would land if the unpacking only stripped it."""
+    return [os.path.join(d, name) for d, dirs, files in os.walk(os.environ["MINIDOCKER_ROOT"]) if name in dirs + files]
+
+
+def tar_of(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for info, data in members:
+            info.size = len(data) if info.isfile() else 0
+            tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return out.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.mode = kind, link, 0o755
+    return info
+
+
+@pytest.mark.row("img", "Hostile layer", "`../` x30 and a symlink-then-file: refused, nothing written outside")
+def test_hostile_tarball_is_refused(tmp_path, row):
+    target, name = f"/tmp/{unique_name()}", unique_name()
+    os.mkdir(target)  # the symlink's target exists: a naive unpack would write into it
+    try:
+        attempts = {
+            "../ x30": tar_of((member("../" * 30 + target.lstrip("/") + "/" + name), b"pwned\n")),
+            "symlink, then a file through it": tar_of((member("x", tarfile.SYMTYPE, target), b""),
+                                                      (member("x/" + name), b"pwned\n")),
+        }
+        results = []
+        for i, (label, data) in enumerate(attempts.items()):
+            (tmp_path / f"{i}.tar").write_bytes(data)
+            done = md("import", str(tmp_path / f"{i}.tar"), f"evil{i}", check=False)
+            assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+            reason = next(r for r in ("points outside the layer", "lies under a symlink") if r in done.stderr)
+            results.append(f"{label}: {reason}")
+            assert os.listdir(target) == [] and under_state_root(name) == []
+        assert "evil" not in md("images").stdout
+    finally:
+        shutil.rmtree(target)
+    row.result = "; ".join(results)
 
 
 @pytest.mark.row("img", "save / load", "round trip keeps whiteouts; an OCI layout tarball loads")
