@@ -4,13 +4,16 @@ loopback, filled with skopeo from OCI layouts that fixtures/oci_layout.py builds
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import time
+import types
 
 import pytest
 from conftest import SANDBOX, TOP, inspect, md
@@ -123,6 +126,19 @@ def test_corrupted_blob_is_refused(registry, row):
     row.result = bad.stderr.strip()[:60]
 
 
+@pytest.mark.row("img", "Failed pull", "B shares A's layer, B's other blob lies: B refused, A still runs")
+def test_failed_pull_keeps_shared_layers(registry, row):
+    md("pull", f"{REGISTRY}/shareda")
+    before = layers()
+    # sharedb's second blob is intact (its digest is right) but unpacks to shareda's layer while its
+    # config names another diff ID: only unpacking shows the lie, after the layer was found stored.
+    bad = md("pull", f"{REGISTRY}/sharedb", check=False)
+    assert bad.returncode == 1 and "its content is sha256:" in bad.stderr, bad.stderr
+    assert layers() == before and f"{REGISTRY}/sharedb" not in md("images").stdout
+    assert md("run", "--rm", "--network", "none", f"{REGISTRY}/shareda", "cat", "/marker").stdout
+    row.result = "sharedb: " + bad.stderr.strip().split(": ", 2)[-1][:40] + "…; shareda runs"
+
+
 @pytest.mark.row("img", "zstd layers", "a zstd-compressed layer is pulled and runs")
 def test_zstd_layer(registry, row):
     md("pull", f"{REGISTRY}/zstd")
@@ -222,56 +238,246 @@ def test_save_load_round_trip(registry, tmp_path, row):
     row.result = "whiteouts survive save/load; OCI layout loads"
 
 
-# An auth proxy in front of the registry: 401 with a Bearer challenge unless the
-# request carries the token its realm hands out, as Docker Hub answers.
-AUTH_PROXY = r'''
-import http.server, json, sys, urllib.request, urllib.error
-TOKEN, REALM = "minidocker-test-token", "http://127.0.0.1:5001/token"
-class Proxy(http.server.BaseHTTPRequestHandler):
+# A registry that misbehaves, as a hostile or a careless one would: a stdlib HTTP server in the
+# sandbox, on several loopback addresses at once, that logs every request (and the Authorization it
+# carried) and exits on its own after `lifetime` seconds.  Each listener has a mode:
+#   proxy     forwards to the real registry
+#   auth      401 + Bearer challenge unless the request carries the token its realm hands out (as
+#             Docker Hub answers); optionally redirects blobs to another host
+#   endless   answers anything with 64 MiB of spaces
+#   layouts   serves OCI layouts (hostile ones the tests make) as a registry would; a blob with a
+#             `.endless` file beside it is streamed without end
+BAD_REGISTRY = r"""
+import http.server, json, os, re, socket, sys, threading, urllib.error, urllib.request
+conf = json.load(open(sys.argv[1]))
+TOKEN = "minidocker-test-token"
+lock = threading.Lock()
+
+class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
-    def do_GET(self):
-        if self.path.startswith("/token"):
-            ok = "scope=repository%3Abusybox%3Apull" in self.path and "service=test-registry" in self.path
-            body = json.dumps({"token": TOKEN} if ok else {}).encode()
-            self.send_response(200 if ok else 400)
-        elif self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            body = b'{"errors": [{"code": "UNAUTHORIZED"}]}'
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", f'Bearer realm="{REALM}",service="test-registry",'
-                                                 'scope="repository:busybox:pull"')
-        else:
-            request = urllib.request.Request("http://127.0.0.1:5000" + self.path,
-                                             headers={"Accept": self.headers.get("Accept", "")})
-            try:
-                answer = urllib.request.urlopen(request)
-            except urllib.error.HTTPError as e:
-                answer = e
-            body = answer.read()
-            self.send_response(answer.status if hasattr(answer, "status") else answer.code)
-            self.send_header("Content-Type", answer.headers.get("Content-Type", ""))
+
+    def send(self, code, body=b"", headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-http.server.HTTPServer(("127.0.0.1", 5001), Proxy).serve_forever()
-'''
+
+    def endless(self, chunk):
+        self.send_response(200)
+        self.end_headers()
+        try:
+            for _ in range((64 << 20) // len(chunk)):
+                self.wfile.write(chunk)
+        except OSError:
+            pass  # the client hung up: what a capped client does
+
+    def proxy(self):
+        request = urllib.request.Request(conf["upstream"] + self.path, headers={"Accept": self.headers["Accept"] or ""})
+        try:
+            answer = urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as e:
+            answer = e
+        self.send(getattr(answer, "status", None) or answer.code, answer.read(),
+                  [("Content-Type", answer.headers.get("Content-Type", ""))])
+
+    def layouts(self):
+        parts = self.path.split("/")
+        if len(parts) != 5 or parts[1] != "v2":
+            return self.send(404)
+        layout, ref = os.path.join(conf["layouts"], parts[2]), parts[4]
+        if parts[3] == "manifests" and not ref.startswith("sha256:"):
+            with open(os.path.join(layout, "index.json")) as f:
+                ref = json.load(f)["manifests"][0]["digest"]
+        blob = os.path.join(layout, "blobs", "sha256", ref.removeprefix("sha256:"))
+        if not re.fullmatch("sha256:[0-9a-f]{64}", ref) or not os.path.exists(blob):
+            return self.send(404)
+        if os.path.exists(blob + ".endless"):
+            return self.endless(b"\0" * 65536)
+        with open(blob, "rb") as f:
+            body = f.read()
+        kind = json.loads(body).get("mediaType", "") if parts[3] == "manifests" else "application/octet-stream"
+        self.send(200, body, [("Content-Type", kind)])
+
+    def do_GET(self):
+        me = self.server.listener
+        with lock, open(conf["log"], "a") as f:
+            f.write(json.dumps({"listener": me["name"], "path": self.path,
+                                "auth": self.headers["Authorization"] or ""}) + "\n")
+        if me["mode"] == "endless":
+            return self.endless(b" " * 65536)
+        if me["mode"] in ("proxy", "layouts"):
+            return getattr(self, me["mode"])()
+        if self.path.startswith("/token"):
+            ok = "scope=repository%3Abusybox%3Apull" in self.path and "service=test-registry" in self.path
+            return self.send(200 if ok else 400, json.dumps({"token": TOKEN} if ok else {}).encode())
+        if self.headers["Authorization"] != "Bearer " + TOKEN:
+            challenge = f'Bearer realm="{me["realm"]}",service="test-registry",scope="repository:busybox:pull"'
+            return self.send(401, b'{"errors": [{"code": "UNAUTHORIZED"}]}', [("WWW-Authenticate", challenge)])
+        if "/blobs/" in self.path and me.get("redirect"):
+            return self.send(307, b"", [("Location", me["redirect"] + self.path)])
+        self.proxy()
+
+for listener in conf["listeners"]:
+    family = socket.AF_INET6 if ":" in listener["host"] else socket.AF_INET
+    server_class = type("Server", (http.server.ThreadingHTTPServer,), {"address_family": family})
+    server = server_class((listener["host"], listener["port"]), Handler)
+    server.listener = listener
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait(conf["lifetime"])
+"""
+BAD = {  # name: (address, port, mode, extra)
+    "auth": ("127.0.0.1", 5001, "auth", {"realm": "http://127.0.0.1:5001/token"}),
+    "redirecting": ("127.0.0.1", 5002, "auth", {"realm": "http://127.0.0.1:5002/token",
+                                                "redirect": "http://127.0.0.2:5003"}),
+    "elsewhere": ("127.0.0.2", 5003, "proxy", {}),
+    "file-realm": ("127.0.0.1", 5004, "auth", {}),  # realm: the fixture's file:// URL
+    "endless": ("127.0.0.1", 5005, "endless", {}),
+    "endless-token": ("127.0.0.1", 5006, "auth", {"realm": "http://127.0.0.1:5005/token"}),
+    "ipv6": ("::1", 5007, "proxy", {}),
+    "layouts": ("127.0.0.1", 5008, "layouts", {}),
+}
+
+
+def bad(name: str) -> str:
+    host, port = BAD[name][:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@pytest.fixture(scope="module")
+def bad_registry(registry, tmp_path_factory):
+    """BAD_REGISTRY's listeners; `.log()` is every request they saw, `.secret` a token in a local file."""
+    top = tmp_path_factory.mktemp("bad-registry")
+    secret = "secret-" + os.urandom(8).hex()
+    (top / "token.json").write_text(json.dumps({"token": secret}))
+    (top / "layouts").mkdir()
+    listeners = [{"name": name, "host": host, "port": port, "mode": mode, **extra}
+                 for name, (host, port, mode, extra) in BAD.items()]
+    # The `#` makes urllib drop the query a client appends: the file is read as it is.
+    listeners[[x["name"] for x in listeners].index("file-realm")]["realm"] = f"file://{top}/token.json#"
+    (top / "conf.json").write_text(json.dumps({"upstream": f"http://{REGISTRY}", "log": str(top / "log"),
+                                               "layouts": str(top / "layouts"), "lifetime": 900,
+                                               "listeners": listeners}))
+    (top / "server.py").write_text(BAD_REGISTRY)
+    server = subprocess.Popen([*IN_SANDBOX_PREFIX, sys.executable, str(top / "server.py"), str(top / "conf.json")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        yield types.SimpleNamespace(
+            top=top, secret=secret, base=registry / "busybox",
+            log=lambda: [json.loads(line) for line in (top / "log").read_text().splitlines()])
+    finally:
+        server.kill()
+        server.wait()
+
+
+def refused(ref: str, *phrases: str) -> str:
+    """Pull `ref`: it must fail in one line that says one of `phrases`; that line."""
+    done = md("pull", ref, check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert any(p in done.stderr for p in phrases), done.stderr
+    assert ref not in md("images").stdout
+    return done.stderr.strip().removeprefix("minidocker: ")
 
 
 @pytest.mark.row("img", "Bearer auth", "401 + WWW-Authenticate: the token from its realm is used")
-def test_bearer_token_challenge(registry, row):
-    proxy = subprocess.Popen([*IN_SANDBOX_PREFIX, sys.executable, "-c", AUTH_PROXY])
-    try:
-        probe = "import socket; socket.create_connection(('127.0.0.1', 5001), 1)"
-        for _ in range(100):
-            if subprocess.run([*IN_SANDBOX_PREFIX, sys.executable, "-c", probe], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        md("rmi", "-f", f"{REGISTRY}/busybox", "127.0.0.1:5001/busybox", check=False)
-        out = md("pull", "127.0.0.1:5001/busybox").stdout
-        assert "Downloaded 127.0.0.1:5001/busybox:latest" in out
-        assert md("run", "--rm", "--network", "none", "127.0.0.1:5001/busybox", "echo", "authorized").stdout == \
-            "authorized\n"
-    finally:
-        proxy.kill()
-        proxy.wait()
+def test_bearer_token_challenge(bad_registry, row):
+    md("rmi", "-f", f"{REGISTRY}/busybox", f"{bad('auth')}/busybox", check=False)
+    out = md("pull", f"{bad('auth')}/busybox").stdout
+    assert f"Downloaded {bad('auth')}/busybox:latest" in out
+    assert md("run", "--rm", "--network", "none", f"{bad('auth')}/busybox", "echo", "authorized").stdout == \
+        "authorized\n"
     row.result = "challenged, token fetched, pulled"
+
+
+@pytest.mark.row("img", "Token stays home", "a blob redirect to another host gets no Authorization")
+def test_token_is_not_sent_to_another_host(bad_registry, row):
+    md("pull", f"{bad('redirecting')}/busybox")
+    seen = bad_registry.log()
+    home = [e for e in seen if e["listener"] == "redirecting" and "/blobs/" in e["path"]]
+    away = [e for e in seen if e["listener"] == "elsewhere" and "/blobs/" in e["path"]]
+    assert home and all(e["auth"].startswith("Bearer ") for e in home)  # the token was there to leak
+    assert away and [e["auth"] for e in away] == [""] * len(away)  # the redirects were followed, bare
+    row.result = f"{len(away)} blob(s) fetched from 127.0.0.2 without it"
+
+
+@pytest.mark.row("img", "Token realm", "a file:// realm is refused; the local file never becomes a token")
+def test_token_realm_must_be_http(bad_registry, row):
+    refused(f"{bad('file-realm')}/busybox", "token realm")
+    assert not any(bad_registry.secret in e["auth"] for e in bad_registry.log())
+    row.result = "refused: not an http(s) URL; the file's token never sent"
+
+
+def hostile_layout(bad_registry, name: str, edit_config=None, edit_manifest=None) -> str:
+    """A copy of the busybox layout, edited, served by the `layouts` listener as NAME."""
+    layout = bad_registry.top / "layouts" / name
+    shutil.copytree(bad_registry.base, layout)
+    oci_layout.rewrite(str(layout), edit_config, edit_manifest)
+    return f"{bad('layouts')}/{name}"
+
+
+def layout_manifest(bad_registry, name: str) -> dict:
+    layout = bad_registry.top / "layouts" / name
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    return json.loads((layout / "blobs" / "sha256" / digest[7:]).read_text())
+
+
+@pytest.mark.row("img", "Download caps", "manifest 4 MiB, token 1 MiB, a blob past its size, a layer over 16 GiB")
+def test_download_caps(bad_registry, row):
+    results = [refused(f"{bad('endless')}/busybox", "larger than 4 MiB"),
+               refused(f"{bad('endless-token')}/busybox", "larger than 1 MiB")]
+    ref = hostile_layout(bad_registry, "endless-config")
+    config = layout_manifest(bad_registry, "endless-config")["config"]
+    (bad_registry.top / "layouts" / "endless-config" / "blobs" / "sha256" / (config["digest"][7:] + ".endless")).touch()
+    results.append(refused(ref, f"larger than the {config['size']} bytes its manifest says"))
+    ref = hostile_layout(bad_registry, "huge-layer", edit_manifest=lambda m: m["layers"][0].update(size=17 << 30))
+    results.append(refused(ref, "more than the 16384 MiB"))
+    assert len(results) == 4
+    row.result = "endless manifest, endless token, endless config, a 17 GiB layer: refused"
+
+
+@pytest.mark.row("img", "[::1] is local", "plain http to [::1] without --insecure, as to 127.0.0.1")
+def test_ipv6_loopback_is_local(bad_registry, row):
+    md("pull", f"{bad('ipv6')}/busybox")
+    assert md("run", "--rm", "--network", "none", f"{bad('ipv6')}/busybox", "echo", "v6").stdout == "v6\n"
+    assert any(e["listener"] == "ipv6" for e in bad_registry.log())
+    row.result = f"pulled {bad('ipv6')}/busybox over http"
+
+
+@pytest.mark.row("img", "Digests (pull)", "a diff ID naming a host directory, `..` in blob digests: refused")
+def test_pull_refuses_digests_that_are_paths(bad_registry, row):
+    # A "layer" on the host, with the .size file the store keeps beside each: without the digest
+    # check, the pull finds it stored, and a container gets the host's directory as its root.
+    host_dir = f"/tmp/{unique_name()}"
+    os.makedirs(host_dir + "/bin")
+    shutil.copy("/bin/busybox", host_dir + "/bin/sh")
+    with open(host_dir + ".size", "w") as f:
+        f.write("0")
+    try:
+        results = [refused(hostile_layout(bad_registry, "diffid-path", edit_config=lambda c: c["rootfs"].update(
+            diff_ids=["sha256:" + host_dir])), "invalid digest")]
+    finally:
+        shutil.rmtree(host_dir)
+        os.unlink(host_dir + ".size")
+    dotdot = "sha256:" + "../" * 10 + "etc/passwd"
+    results.append(refused(hostile_layout(bad_registry, "config-digest", edit_manifest=lambda m: m["config"].update(
+        digest=dotdot)), "invalid digest"))
+    results.append(refused(hostile_layout(bad_registry, "layer-digest", edit_manifest=lambda m: m["layers"][0].update(
+        digest=dotdot)), "invalid digest"))
+    # An index whose entry for this platform is a path.
+    layout = bad_registry.top / "layouts" / "index-digest"
+    shutil.copytree(bad_registry.base, layout)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+    inner = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": [{"digest": dotdot, "size": 1, "platform": {"os": "linux", "architecture": arch},
+                                       "mediaType": "application/vnd.oci.image.manifest.v1+json"}]}).encode()
+    digest = hashlib.sha256(inner).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(inner)
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"digest": "sha256:" + digest, "size": len(inner), "mediaType": "application/vnd.oci.image.index.v1+json"}]}))
+    results.append(refused(f"{bad('layouts')}/index-digest", "invalid digest"))
+    assert len(results) == 4
+    row.result = "diff ID sha256:/tmp/…, config, layer and index entry sha256:../…: refused"
