@@ -294,7 +294,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    return container.exec_(args.container, args.command, args.env, args.workdir or "", args.interactive)
+    return container.exec_(args.container, args.command, args.env, args.workdir or "", args.interactive, args.tty)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -482,7 +482,7 @@ class _Parser(argparse.ArgumentParser):
 def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="give the container the terminal")
+    p.add_argument("-t", "--tty", action="store_true", help="a pty of the container's own (its output logged)")
     p.add_argument("--name", help="assign a name to the container")
     p.add_argument("-h", "--hostname", help="container host name (default: the short ID)")
     p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable KEY=VAL")
@@ -577,7 +577,7 @@ def _logs_flags(p: argparse.ArgumentParser) -> None:
 
 def _exec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
-    p.add_argument("-t", "--tty", action="store_true", help="use our terminal")
+    p.add_argument("-t", "--tty", action="store_true", help="a pty of the container's own")
     p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable")
     p.add_argument("-w", "--workdir", help="working directory inside the container")
     p.add_argument("container")
