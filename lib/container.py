@@ -240,6 +240,8 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
     if cfg.privileged:  # /sys writable, as Docker gives a privileged container
         mounts = [{**m, "options": [o for o in m["options"] if o != "ro"]} if m["type"] == "sysfs" else m
                   for m in mounts]
+    if cfg.tty and not any(e.startswith("TERM=") for e in env):
+        env = [*env, "TERM=xterm"]  # as Docker: the pty is an xterm's, unless the user says otherwise
     kinds = ["pid", "mount", "uts", "ipc"] + ([] if cfg.network == "host" else ["network"])
     # --network container:X joins X's network namespace: its path is set at each start (X's PID changes).
     return {
@@ -342,19 +344,19 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) 
         return 0
     from lib import runtime
 
-    # Without a terminal the container gets its own session: Ctrl-C reaches
-    # only us, and we pass it on, as `docker run` does (PID 1 may ignore it).
-    # With one, it shares our terminal and its foreground process group.
+    # The container gets its own session: a signal that reaches us (Ctrl-C
+    # without a terminal, `kill` of the CLI) is passed on, as `docker run`
+    # does (PID 1 may ignore it).  With -t, keys go to its own pty instead.
     with state.transition(cid):
         init = _launch(cid, (runtime.INHERIT if interactive else runtime.NULL,
-                             runtime.INHERIT if tty else runtime.PIPE), new_session=not tty)
+                             runtime.CONSOLE if tty else runtime.PIPE), new_session=True)
 
     def forward(sig: int, _frame: object) -> None:
         os.kill(init.pid, sig)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_IGN if tty and sig in (signal.SIGINT, signal.SIGQUIT) else forward)
-    return _monitor(cid, init, echo=True)
+        signal.signal(sig, forward)
+    return _monitor(cid, init, echo=True, interactive=interactive)
 
 
 def _start_detached(cid: str) -> None:
@@ -386,7 +388,8 @@ def _start_detached(cid: str) -> None:
             os.dup2(null, fd)
         try:
             with state.transition(cid):
-                init = _launch(cid, (runtime.NULL, runtime.PIPE), new_session=True)
+                tty = load(cid)["Config"]["Tty"]
+                init = _launch(cid, (runtime.NULL, runtime.CONSOLE if tty else runtime.PIPE), new_session=True)
         finally:
             os.environ.pop("MINIDOCKER_EXPLAIN", None)
             os.close(explain)
@@ -403,13 +406,25 @@ def _start_detached(cid: str) -> None:
     os._exit(code)
 
 
-def _monitor(cid: str, init: runtime.Init, echo: bool) -> int:
+def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False) -> int:
     """Copy output to the log (and our own stdio), wait, record, release."""
     rec = load(cid)
+    log = LogWriter(rec["LogPath"])
+    if init.console >= 0:  # a tty: one stream, logged as stdout, as Docker does
+        from lib import terminal
+
+        def output(data: bytes) -> None:
+            log.feed("stdout", data)
+            if echo:
+                with contextlib.suppress(OSError):
+                    terminal.write_all(1, data)
+
+        with terminal.user_side(init.console, interactive) if echo else contextlib.nullcontext():
+            terminal.relay(init.console, interactive and echo, output)
+        os.close(init.console)
     pipes = {}
     if init.stdout is not None:
         pipes = {init.stdout: ("stdout", 1), init.stderr: ("stderr", 2)}
-    log = LogWriter(rec["LogPath"])
     while pipes:
         readable, _, _ = select.select(list(pipes), [], [])
         for fd in readable:
@@ -595,7 +610,7 @@ def wait(ref: str) -> int:
 
 
 # ------------------------------------------------------------------ exec
-def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactive: bool) -> int:
+def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactive: bool, tty: bool = False) -> int:
     """Run a command inside a running container: its namespaces, root, cgroup
     and confinement (runtime.exec_in).  Its exit code."""
     from lib import runtime
@@ -609,4 +624,4 @@ def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactiv
     procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(_private(rec)["Cgroup"]).dirs()]
     for sig in (signal.SIGINT, signal.SIGQUIT):  # the terminal's Ctrl-C is the process's, not ours
         signal.signal(sig, signal.SIG_IGN)
-    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), procs, interactive)
+    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), procs, interactive, tty=tty)

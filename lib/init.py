@@ -23,7 +23,7 @@ import contextlib
 import os
 import resource  # a small C module; imported now, since after pivot_root it cannot be found
 
-from lib import host, rootfs, seccomp, security, users
+from lib import host, rootfs, seccomp, security, terminal, users
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
@@ -119,40 +119,6 @@ def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int
         raise host.MinidockerError(f'exec: "{args[0]}": {reason}', host.EXIT_CANNOT_INVOKE) from None
 
 
-def connect_console(path: str) -> int:
-    """Connect to an engine's console socket, while its path can still be reached."""
-    import socket
-
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
-    return sock.detach()
-
-
-def take_console(dev_pts: str, sock_fd: int) -> None:
-    """A terminal from the container's own devpts: send its master to the
-    engine (SCM_RIGHTS over the console socket), make its slave our stdio
-    and controlling terminal.  A pty of the host's devpts would work too,
-    but inside the container `tty` could not name it."""
-    import fcntl
-    import socket
-    import struct
-    import termios
-
-    master = os.open(os.path.join(dev_pts, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, 0x40045431, struct.pack("i", 0))  # TIOCSPTLCK: unlock the slave
-    number = struct.unpack("i", fcntl.ioctl(master, 0x80045430, b"\0" * 4))[0]  # TIOCGPTN: its number
-    slave = os.open(os.path.join(dev_pts, str(number)), os.O_RDWR | os.O_NOCTTY)
-    host.explain("exec", f"console: /dev/pts/{number}, master sent over the console socket")
-    with socket.socket(fileno=sock_fd) as sock:
-        socket.send_fds(sock, [b"/dev/ptmx"], [master])
-    os.close(master)
-    os.setsid()
-    for fd in (0, 1, 2):
-        os.dup2(slave, fd)
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-    os.close(slave)
-
-
 def _enter_user_namespace(go_fd: int, report_fd: int) -> None:
     """The last namespace, entered after every mount: root in here is an
     unprivileged uid outside.  The other namespaces stay owned by the host's
@@ -193,8 +159,9 @@ def _limits(process: dict) -> None:
                                            host.EXIT_ENGINE) from None
 
 
-def main(spec: dict, go_fd: int, report_fd: int) -> None:
-    """Become the container; returns only by raising."""
+def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
+    """Become the container; returns only by raising.  With `console_fd`
+    (or an engine's console socket) the command gets a pty (terminal.py)."""
     namespaces = spec["linux"]["namespaces"]
     _enter_namespaces(namespaces)
     os.write(report_fd, b"R")
@@ -211,8 +178,10 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
         import shlex  # noqa: F401 -- explain quotes with it, and after pivot_root it cannot be found
     fifo = annotations.get("org.minidocker.exec-fifo")
     fifo_fd = os.open(fifo, os.O_PATH) if fifo else -1
-    console = annotations.get("org.minidocker.console-socket")
-    console_fd = connect_console(console) if console else -1
+    if annotations.get("org.minidocker.console-socket"):
+        console_fd = terminal.connect_console(annotations["org.minidocker.console-socket"])
+    if console_fd >= 0:
+        terminal.preload()
     seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
     rootfs.pivot(root)
     # Everything below works on paths as the container sees them.  Before
@@ -231,7 +200,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     if any(n["type"] == "network" and not n.get("path") for n in namespaces):
         _loopback_up()
     if console_fd >= 0:
-        take_console("/dev/pts", console_fd)
+        terminal.take_console("/dev/pts", console_fd)
     if any(n["type"] == "user" and not n.get("path") for n in namespaces):
         _enter_user_namespace(go_fd, report_fd)
     if fifo:

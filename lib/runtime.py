@@ -23,23 +23,26 @@ from __future__ import annotations
 import contextlib
 import os
 
-from lib import host, init, namespaces, seccomp
+from lib import host, init, namespaces, seccomp, terminal
 from lib.host import MinidockerError
 
-INHERIT, NULL, PIPE = "inherit", "null", "pipe"
+INHERIT, NULL, PIPE, CONSOLE = "inherit", "null", "pipe", "console"
 
 
 class Init:
     """A container's first process, started and held before its execve.
 
-    stdin is INHERIT or NULL; stdout and stderr are INHERIT (a terminal) or
-    PIPE, whose read ends are then `stdout` and `stderr`.
+    stdin is INHERIT or NULL; stdout and stderr are INHERIT (a terminal),
+    PIPE, whose read ends are then `stdout` and `stderr`, or CONSOLE: a pty
+    of the container's own, whose master is `console` after go().
     """
 
     def __init__(self, spec: dict, stdin: str, output: str, new_session: bool) -> None:
         self._report_r, report_w = os.pipe()  # os.pipe() fds are close-on-exec
         go_r, self._go_w = os.pipe()
         pipes = [os.pipe(), os.pipe()] if output == PIPE else []
+        self._console_sock, console_end = _console_pair() if output == CONSOLE else (None, None)
+        self.console = -1
         pid_ns = next((n for n in spec["linux"]["namespaces"] if n["type"] == "pid"), None)
         with (namespaces.pid_namespace_for_next_child(pid_ns.get("path")) if pid_ns else contextlib.nullcontext()):
             pid = os.fork()
@@ -47,8 +50,15 @@ class Init:
             try:
                 os.close(self._report_r)
                 os.close(self._go_w)
+                if console_end is not None:  # the user's terminal never reaches the container
+                    self._console_sock.close()
+                    stdin, pipes, new_session = NULL, [], False
+                    null = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(null, 1)
+                    os.dup2(null, 2)
+                    os.close(null)
                 self._child_stdio(stdin, pipes, new_session)
-                init.main(spec, go_r, report_w)  # execve's on success
+                init.main(spec, go_r, report_w, console_end.detach() if console_end is not None else -1)
             except host.MinidockerError as e:
                 with contextlib.suppress(BaseException):
                     os.write(report_w, f"{e.code} {e}".encode())
@@ -59,6 +69,8 @@ class Init:
         self.pid = pid
         os.close(report_w)
         os.close(go_r)
+        if console_end is not None:
+            console_end.close()
         self.stdout: int | None = None
         self.stderr: int | None = None
         if pipes:
@@ -129,6 +141,12 @@ class Init:
 
     def go(self) -> None:
         """Let the command run; raise with its exit code if execve failed."""
+        if self._console_sock is not None:  # the init sent it before waiting for "g"
+            self.console = terminal.receive_master(self._console_sock)
+            self._console_sock.close()
+            self._console_sock = None
+            if self.console < 0:
+                self._fail(b"")
         with contextlib.suppress(BrokenPipeError):  # the init already failed: its report says why
             os.write(self._go_w, b"g")
         self._close("_go_w")
@@ -141,6 +159,11 @@ class Init:
         """Give up: the init exits without running anything."""
         for name in ("_go_w", "_report_r", "stdout", "stderr"):
             self._close(name)
+        if self._console_sock is not None:
+            self._console_sock.close()
+        if self.console >= 0:
+            os.close(self.console)
+            self.console = -1
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, 9)
         self.wait()
@@ -153,8 +176,16 @@ class Init:
         return self.status
 
 
+def _console_pair() -> tuple:
+    """A socket pair over which the init sends its pty's master (SCM_RIGHTS)."""
+    import socket
+
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
 def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_procs: list[str],
-            interactive: bool, detach: bool = False, console_socket: str = "", preserve_fds: int = 0) -> int:
+            interactive: bool, detach: bool = False, console_socket: str = "", preserve_fds: int = 0,
+            tty: bool = False) -> int:
     """Run a process inside a running container (exec); its exit code.
 
     A forked child joins the container's cgroup and pid namespace (as a
@@ -163,6 +194,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
     capabilities, seccomp filter and user as the container's PID 1.
     """
     report_r, report_w = os.pipe()
+    ours, console_sock = _console_pair() if tty and not console_socket else (None, None)
     # Compiled here: after setns into the container's mounts, the host's
     # Python library (and libseccomp's bindings) can no longer be found.
     seccomp_filter = seccomp.compile_filter(seccomp_profile) if seccomp_profile else None
@@ -171,9 +203,16 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
     if pid == 0:
         try:
             os.close(report_r)
+            if ours is not None:
+                ours.close()
             for procs in cgroup_procs:  # before anything runs: no unlimited window
                 host.write(procs, str(os.getpid()))
-            console = init.connect_console(console_socket) if console_socket else -1
+            if console_sock is not None:
+                console = console_sock.detach()
+            else:
+                console = terminal.connect_console(console_socket) if console_socket else -1
+            if console >= 0:
+                terminal.preload()
             if not interactive and console < 0:
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
@@ -182,7 +221,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
                 import shlex  # noqa: F401 -- explain quotes with it; after joining the mounts it is gone
             namespaces.join_all(target)
             if console >= 0:
-                init.take_console("/dev/pts", console)
+                terminal.take_console("/dev/pts", console)
             init.exec_process(process, seccomp_filter, preserve_fds)
         except host.MinidockerError as e:
             with contextlib.suppress(BaseException):
@@ -193,6 +232,11 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
                 os.write(report_w, f"{host.EXIT_CANNOT_INVOKE} exec: {e}".encode())
         os._exit(host.EXIT_CANNOT_INVOKE)
     os.close(report_w)
+    master = -1
+    if ours is not None:
+        console_sock.close()
+        master = terminal.receive_master(ours)
+        ours.close()
     report = b""
     while chunk := os.read(report_r, 4096):
         report += chunk
@@ -201,6 +245,11 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
         if report:
             raise MinidockerError(report.decode().partition(" ")[2], host.EXIT_CANNOT_INVOKE)
         return pid
+    if master >= 0:
+        if not report:
+            with terminal.user_side(master, interactive):
+                terminal.relay(master, interactive, lambda data: terminal.write_all(1, data))
+        os.close(master)
     _, status = os.waitpid(pid, 0)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     if report:

@@ -1,0 +1,155 @@
+"""The terminal: a pty of the container's own for `-t`, and the user's side of it.
+
+A pty is a pair of devices: the *slave* behaves like a terminal (line
+editing, Ctrl-C becomes SIGINT, `tty` names it) and the *master* is the
+other end, where a terminal emulator or sshd reads what the programs
+print and writes what the user types.
+
+Why not hand the container the user's own terminal?  Because a terminal
+is also an input device: the TIOCSTI ioctl pushes bytes into its input
+queue as if typed, and whatever a container pushed into the user's
+terminal runs in the user's root shell once the container exits.  So, as
+runc and Docker do:
+
+* the init opens a new pty in the container's *own* devpts instance
+  (/dev/pts, mounted with `newinstance`), makes the slave its stdin,
+  stdout, stderr and controlling terminal, and sends the master to the
+  monitor over a socket (SCM_RIGHTS: a file descriptor crosses processes);
+* the monitor copies the user's keystrokes into the master and the
+  master's output to the user's screen and to the log.  The user's
+  terminal is in raw mode meanwhile, so every key (Ctrl-C too) goes to the
+  container's pty, whose own line discipline acts on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+TIOCSPTLCK, TIOCGPTN = 0x40045431, 0x80045430
+
+
+def connect_console(path: str) -> int:
+    """Connect to an engine's console socket, while its path can still be reached."""
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock.detach()
+
+
+def preload() -> None:
+    """Import what take_console needs while the host's Python library can
+    still be found: it runs after pivot_root (or setns into the container's
+    mounts), where every import from a file fails."""
+    import fcntl  # noqa: F401
+    import socket  # noqa: F401
+    import struct  # noqa: F401
+    import termios  # noqa: F401
+
+
+def take_console(dev_pts: str, sock_fd: int) -> None:
+    """In the container: a pty from its own devpts; the master goes to the
+    monitor (or engine) over `sock_fd`, the slave becomes our stdio and
+    controlling terminal.  fcntl, socket, struct and termios must have been
+    imported before pivot_root: after it, the host's Python library is gone."""
+    import fcntl
+    import socket
+    import struct
+    import termios
+
+    from lib import host
+
+    master = os.open(os.path.join(dev_pts, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlock the slave
+    number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+    slave = os.open(os.path.join(dev_pts, str(number)), os.O_RDWR | os.O_NOCTTY)
+    host.explain("exec", f"console: /dev/pts/{number} of the container's own devpts; master sent to the monitor")
+    with socket.socket(fileno=sock_fd) as sock:
+        socket.send_fds(sock, [b"/dev/ptmx"], [master])
+    os.close(master)
+    os.setsid()  # a new session, so that the slave can become its controlling terminal
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    os.close(slave)
+
+
+def receive_master(sock) -> int:
+    """The monitor's end: the master the init sent, or -1 if it died first."""
+    import socket
+
+    _, fds, _, _ = socket.recv_fds(sock, 16, 1)
+    return fds[0] if fds else -1
+
+
+def copy_size(source: int, master: int) -> None:
+    """The user's window size onto the container's pty (TIOCGWINSZ -> TIOCSWINSZ)."""
+    import fcntl
+    import termios
+
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(source, termios.TIOCGWINSZ, b"\0" * 8))
+
+
+@contextlib.contextmanager
+def user_side(master: int, interactive: bool):
+    """The user's terminal while a `-t` container runs: its size followed
+    (SIGWINCH), raw mode while typing goes in, restored on every way out."""
+    import signal
+    import termios
+    import tty
+
+    if not os.isatty(0):
+        yield
+        return
+    copy_size(0, master)
+    previous = signal.signal(signal.SIGWINCH, lambda _sig, _frame: copy_size(0, master))
+    saved = termios.tcgetattr(0) if interactive else None
+    try:
+        if saved is not None:
+            tty.setraw(0, termios.TCSANOW)  # not TCSAFLUSH: keys typed ahead must not be thrown away
+        yield
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write may take only part of a large write; a terminal often does."""
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def relay(master: int, interactive: bool, output) -> None:
+    """Copy keystrokes into the container's pty and its output to `output`,
+    until every process holding the slave is gone (reading the master then
+    fails with EIO).  The master is non-blocking, and typed input waits in a
+    buffer, so a container that stops reading never stops its output."""
+    import select
+
+    os.set_blocking(master, False)
+    readers, pending = [master] + ([0] if interactive else []), b""
+    while True:
+        readable, writable, _ = select.select(readers, [master] if pending else [], [])
+        if master in readable:
+            try:
+                data = os.read(master, 65536)
+            except BlockingIOError:
+                data = None
+            except OSError:  # EIO: the slave's last holder has exited
+                data = b""
+            if data == b"":
+                return
+            if data:
+                output(data)
+        if 0 in readable:
+            typed = os.read(0, 4096)
+            if typed:
+                pending += typed
+            else:  # our stdin ended: nothing more to type
+                readers.remove(0)
+        if writable and pending:
+            with contextlib.suppress(BlockingIOError):
+                pending = pending[os.write(master, pending):]

@@ -1,0 +1,124 @@
+"""The terminal: `run -it` and `exec -it` in a real terminal, tmux's.
+
+A pane runs a shell; the test types into it (send-keys) and reads the
+screen (capture-pane), as a person at the keyboard would.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+
+import pytest
+from conftest import MINIDOCKER, md
+
+pytestmark = [pytest.mark.order(5),
+              pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")]
+
+HOST_PYTHON = "-v /usr:/usr:ro -v /usr/lib:/lib:ro -v /usr/lib64:/lib64:ro"
+MINIDOCKER_CMD = shlex.join(MINIDOCKER)
+
+
+class Pane:
+    """A shell in a tmux pane of a server of our own (its own socket)."""
+
+    def __init__(self, width: int = 91, height: int = 27) -> None:
+        self.socket = f"mdt-tmux-{os.getpid()}"
+        self.close()  # a server an earlier test left, if it failed half-way
+        # The server inherits this environment: MINIDOCKER_ROOT and the cgroup parent of the test run.
+        self.tmux("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height),
+                  "env PS1='host$ ' bash --norc --noprofile")
+        self.wait_for("host$")
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True, text=True,
+                              check=True).stdout
+
+    def type(self, line: str) -> None:
+        self.tmux("send-keys", "-t", "t", "-l", line)
+        self.tmux("send-keys", "-t", "t", "Enter")
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", "-t", "t", *keys)
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "t")
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} never showed; the screen:\n{self.screen()}")
+
+    def clear(self) -> None:
+        self.type("clear")
+        time.sleep(0.2)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def pane():
+    p = Pane()
+    yield p
+    p.close()
+
+
+@pytest.mark.row("2B", "run -it in a terminal", "a pty of its own: tty, size, Ctrl-C, exit code")
+def test_run_it_gets_a_pty_of_its_own(pane, row):
+    pane.type(f"{MINIDOCKER_CMD} run -it --name mdt-tty --network none busybox sh")
+    pane.wait_for("/ #")
+    pane.type("tty; stty size; ls -l /proc/1/fd/ | grep -c pts/0")
+    screen = pane.wait_for("\n3\n")
+    assert "/dev/pts/0\n27 91\n" in screen  # the container's own devpts: numbering starts again
+    pane.type("sleep 60")
+    time.sleep(0.3)
+    pane.keys("C-c")  # raw mode: the byte goes to the container's pty, whose line discipline sends SIGINT
+    pane.wait_for("^C")
+    pane.type("echo back; exit 3")
+    pane.wait_for("\nhost$")
+    pane.type("echo rc=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon' | sed 's/^/mode=/'")
+    screen = pane.wait_for("\nmode=")
+    assert "rc=3" in screen and "mode=icanon" in screen  # raw mode (-icanon) undone
+    logs = md("logs", "mdt-tty").stdout
+    assert "/dev/pts/0" in logs and "back" in logs
+    row.result = "/dev/pts/0, 27 91, ^C to sleep, exit 3, logged, cooked again"
+
+
+@pytest.mark.row("4", "TIOCSTI into the terminal of run -it", "stays in the container's own pty")
+def test_tiocsti_cannot_type_into_the_users_shell(pane, row, tmp_path):
+    marker = tmp_path / "typed-by-the-container"
+    inject = ("import fcntl, termios; "
+              f"[fcntl.ioctl(0, termios.TIOCSTI, bytes([c])) for c in b'touch {marker}\\n']")
+    pane.type(f"{MINIDOCKER_CMD} run -it --rm --network none {HOST_PYTHON} busybox /usr/bin/python3 -I -c "
+              f"{shlex.quote(inject)}; echo done=$?")
+    pane.wait_for("done=0")
+    pane.type("echo next")
+    pane.wait_for("\nnext\n")  # the host's shell has run everything it was going to
+    assert not marker.exists()
+    row.result = "pushed 'touch …' with TIOCSTI: the host's shell never ran it"
+
+
+def test_exec_it_gets_a_pty(pane):
+    md("run", "-d", "--name", "mdt-exec-tty", "--network", "none", "busybox", "sleep", "60")
+    pane.type(f"{MINIDOCKER_CMD} exec -it mdt-exec-tty sh")
+    pane.wait_for("/ #")
+    pane.type("tty; stty size")
+    screen = pane.wait_for("27 91")
+    assert "/dev/pts/" in screen
+    pane.type("exit 4")
+    pane.wait_for("\nhost$")
+    pane.type("echo rc=$?")
+    pane.wait_for("rc=4")
+
+
+def test_tty_without_a_terminal():
+    out = md("run", "--rm", "-t", "--network", "none", "busybox", "sh", "-c", "tty; echo $TERM").stdout
+    assert out == "/dev/pts/0\nxterm\n"
