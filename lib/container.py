@@ -233,7 +233,7 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
         if key == "no-new-privileges" and value in ("", "true"):
             no_new_privs = True
         elif key == "seccomp":
-            seccomp = None if value == "unconfined" else seccomp_profile.load_profile(value)
+            seccomp = None if value == "unconfined" else seccomp_profile.load_profile(value, caps)
         elif not (key == "no-new-privileges" and value == "false"):
             raise MinidockerError(f"invalid --security-opt: {opt}")
     mounts = rootfs.default_mounts()
@@ -324,6 +324,7 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
     except BaseException as e:  # Ctrl-C too: release everything this start took
         error = e if isinstance(e, MinidockerError) else MinidockerError("interrupted while starting", 130)
         if init is not None:
+            error = init.own_failure() or error
             init.abort()
 
         def failed(r: dict) -> None:
@@ -333,6 +334,8 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         _release(rec, cgroup)
         if published:
             ports.unpublish(cid, net["IPAddress"], published)
+        if error is not e:
+            raise error from None
         raise
 
 

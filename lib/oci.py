@@ -230,7 +230,8 @@ def features() -> dict:
                       "capabilities": ["CAP_" + c for c in security.CAPS],
                       "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
                       "seccomp": {"enabled": True, "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
-                                                              "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP", "SCMP_ACT_LOG"],
+                                                              "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+                                                              "SCMP_ACT_TRAP", "SCMP_ACT_TRACE", "SCMP_ACT_LOG"],
                                   "operators": ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ",
                                                 "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"]}}}
 

@@ -170,7 +170,7 @@ def make_devices(devices: list[dict]) -> None:
     symlink can lead a 0666 device node into a host directory."""
     listed = {d["path"] for d in devices}
     for dev in [*devices, *(d for d in default_devices() if d["path"] not in listed)]:
-        path = os.path.normpath("/" + dev["path"])
+        path = os.path.normpath("/" + dev["path"].lstrip("/"))
         if os.path.lexists(path):
             continue
         kind = stat.S_IFCHR if dev["type"] == "c" else stat.S_IFBLK

@@ -121,6 +121,22 @@ class Init:
         raise MinidockerError(message or "the container init died before it started",
                               int(code) if code.isdigit() else host.EXIT_ENGINE)
 
+    def own_failure(self) -> MinidockerError | None:
+        """Why the init failed, if it has exited: when a step of ours fails
+        because the init is gone (its network namespace with it), the init's
+        own report is the one the user needs to read."""
+        if self._report_r is None or self.status is not None:
+            return None
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        self.status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        report = b""
+        while chunk := os.read(self._report_r, 4096):
+            report += chunk
+        code, _, message = report.lstrip(b"RWU").decode(errors="replace").partition(" ")
+        return MinidockerError(message, int(code)) if code.isdigit() and message else None
+
     def wait_waiting(self) -> None:
         """OCI create: wait until the init is set up and waits for `start`."""
         first = os.read(self._report_r, 1)

@@ -98,8 +98,8 @@ def drop_to(process: dict, seccomp_filter) -> None:
         host.explain("security", "prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries no longer gain anything")
         _prctl(38, 1)
     if seccomp_filter is not None:
-        host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # the default profile: refuse mount, "
-                                 "unshare, setns, keyctl, bpf, ptrace, reboot, ...")
+        host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # Docker's default profile: an allowlist; "
+                                 "mount, unshare, setns, keyctl, bpf, reboot, ... refused")
         seccomp_filter.load()
     # Groups before capabilities are cut: setgroups(2) needs CAP_SETGID, which
     # the container may not keep.  The host's own groups never go in.

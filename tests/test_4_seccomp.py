@@ -158,8 +158,6 @@ def test_profile_fields_as_runc_reads_them(tmp_path):
     assert results == ["Function not implemented", "Permission denied", "Permission denied", "ok"]
 
 
-@pytest.mark.xfail(strict=True, reason="lib/container.py does not pass the container's capabilities to "
-                                       "seccomp.load_profile yet")
 def test_docker_format_profile_follows_capabilities(tmp_path):
     profile = tmp_path / "default.json"
     profile.write_text(json.dumps(seccomp.DEFAULT))
