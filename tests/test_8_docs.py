@@ -8,13 +8,16 @@ A walkthrough shows a terminal session in ```console blocks:
 Each `$ ` line is run, in the walkthrough's order, as root inside the
 sandbox host (so `ip` and `iptables` show the sandbox's, never the
 machine's).  The lines after it are what it must print (stdout and stderr
-together, as a terminal shows them; runs of spaces count as one), where
+together, as a terminal shows them; runs of spaces count as one).  The
+whole output must match, line for line: a line the page does not show, a
+traceback after the last expected line included, fails.  In expected lines
 
     <id>   a container or image ID (12 to 64 hex digits)
     <ip>   an IPv4 address
     <n>    a number
     <*>    anything on the rest of the line
-    ...    (a line of its own) any number of lines
+    ...    (a line of its own) any number of lines; as the last line, it is
+           the one place where more output than shown is allowed
     [exit N]  (last line) the command exits N; otherwise it must exit 0
 
 A walkthrough whose command stopped working fails CI: teaching cannot rot.
@@ -65,8 +68,9 @@ def line_pattern(expected: str) -> re.Pattern:
 
 
 def matches(expected: list[str], actual: list[str]) -> bool:
+    """The whole of `actual`, line for line; `...` stands for any lines."""
     if not expected:
-        return True
+        return not actual
     head, rest = expected[0], expected[1:]
     if head.strip() == "...":
         return any(matches(rest, actual[i:]) for i in range(len(actual) + 1))
@@ -74,8 +78,8 @@ def matches(expected: list[str], actual: list[str]) -> bool:
         and matches(rest, actual[1:])
 
 
-@pytest.mark.parametrize("path", DOCS, ids=[os.path.relpath(d, TOP) for d in DOCS])
-def test_walkthrough(path):
+def run_page(path: str) -> int:
+    """Run every command of a page in order; fail at the first that differs.  How many ran."""
     env = dict(os.environ, MINIDOCKER_CGROUP_PARENT="minidocker")  # the paths the docs show
     count = 0
     try:
@@ -83,12 +87,14 @@ def test_walkthrough(path):
             code = 0
             if expected and re.fullmatch(r"\[exit \d+\]", expected[-1].strip()):
                 code = int(expected.pop().strip()[6:-1])
-            shell = command.replace("sudo ", "")
-            done = subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", "sh", "-c", shell + " 2>&1"],
+            # The subshell sends every command's stderr to the terminal's
+            # stream, not only the last one's of a `;` chain.
+            shell = "( " + command.replace("sudo ", "") + "\n) 2>&1"
+            done = subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", "sh", "-c", shell],
                                   cwd=TOP, env=env, capture_output=True, text=True, timeout=120)
             where = f"{os.path.relpath(path, TOP)}:{number}: $ {command}"
             assert done.returncode == code, f"{where}\nexited {done.returncode}, not {code}:\n{done.stdout}"
-            actual = [line for line in done.stdout.rstrip("\n").split("\n")] if done.stdout.strip() else []
+            actual = done.stdout.rstrip("\n").split("\n") if done.stdout.strip() else []
             assert matches(expected, actual), f"{where}\nexpected:\n" + "\n".join(expected) + \
                 "\ngot:\n" + done.stdout
             count += 1
@@ -96,12 +102,52 @@ def test_walkthrough(path):
         ids = md("ps", "-aq", "--no-trunc", check=False, env=env).stdout.split()
         if ids:
             md("rm", "-f", *ids, check=False, env=env)
-    COUNTED[os.path.relpath(path, TOP)] = count
+    return count
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[os.path.relpath(d, TOP) for d in DOCS])
+def test_walkthrough(path):
+    COUNTED[os.path.relpath(path, TOP)] = run_page(path)
+
+
+@pytest.mark.parametrize("shown, strict", [
+    ("$ printf 'one\\ntwo\\n'\none\n", True),  # a line more than the page shows
+    ("$ echo surprise\n", True),  # output where the page shows none
+    ("$ echo oops >&2; echo out\nout\n", True),  # stderr of the first command of a chain
+    ("$ echo out; python3 -c 'raise SystemExit(\"Traceback\")'\nout\n[exit 1]\n", True),
+    ("$ printf 'one\\ntwo\\n'\none\n...\n", False),  # a trailing `...` allows more
+    ("$ printf 'one\\ntwo\\n'\none\ntwo\n", False),
+], ids=["extra-line", "unexpected-output", "stderr-in-a-chain", "traceback-after", "trailing-dots", "exact"])
+def test_the_runner_is_strict(tmp_path, shown, strict):
+    """The runner itself: output the page does not show fails it."""
+    page = tmp_path / "page.md"
+    page.write_text(f"```console\n{shown}```\n")
+    if strict:
+        with pytest.raises(AssertionError, match="expected:"):
+            run_page(str(page))
+    else:
+        assert run_page(str(page)) == 1
+
+
+def shown_commands(path: str) -> int:
+    """Every `$ ` line in any fenced block, counted apart from the runner's parser.
+
+    A command in a block the runner does not read (```sh, say) is one the
+    page shows as run but nothing runs: the count tells.
+    """
+    fenced, count = False, 0
+    with open(path) as f:
+        for line in f:
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+            elif fenced and line.startswith("$ "):
+                count += 1
+    return count
 
 
 def test_every_walkthrough_command_ran():
     """100% of walkthrough commands are executed: the count is reported."""
-    total = sum(len(sessions(d)) for d in DOCS)
+    total = sum(shown_commands(d) for d in DOCS)
     ran = sum(COUNTED.values())
     SUMMARY.append(f"walkthrough commands executed: {ran} of {total} "
                    f"({', '.join(f'{doc}: {n}' for doc, n in COUNTED.items())})")
