@@ -62,21 +62,73 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
 
 
-def cgroup_dirs(cid: str) -> list[str]:
-    """Every directory a container's cgroup has on this host, v1 or v2."""
-    parent = os.environ["MINIDOCKER_CGROUP_PARENT"]
-    found = []
-    for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
-        d = os.path.join(top, parent, cid)
-        if os.path.isdir(d):
-            found.append(d)
+def cgroup_hierarchies() -> dict[str, str]:
+    """The mount point of every cgroup hierarchy, each v1 controller's and v2's,
+    with its name as /proc/PID/cgroup shows it ("memory", "name=systemd"; "" for v2).
+
+    On a pure v2 host that is /sys/fs/cgroup itself; on a hybrid one, the v1
+    controllers and /sys/fs/cgroup/unified.  A check that walks only
+    /sys/fs/cgroup/<controller> is blind on v2.
+    """
+    found = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup":
+                found[fields[4]] = ",".join(o for o in fields[sep + 3].split(",") if o not in ("rw", "ro"))
+            elif fields[sep + 1] == "cgroup2":
+                found[fields[4]] = ""
     return found
 
 
+def cgroup_paths(relative: str) -> list[str]:
+    """Where a cgroup (a path relative to each hierarchy's root) exists on this host."""
+    return [d for d in (os.path.join(h, relative.strip("/")) for h in cgroup_hierarchies()) if os.path.isdir(d)]
+
+
+def cgroup_dirs(cid: str) -> list[str]:
+    """Every directory a container's cgroup has on this host, v1 or v2."""
+    return cgroup_paths(f"{os.environ['MINIDOCKER_CGROUP_PARENT']}/{cid}")
+
+
+def cgroups_below(relative: str) -> list[str]:
+    """Every cgroup under `relative`, at any depth, in every hierarchy."""
+    return sorted(os.path.join(top, d) for base in cgroup_paths(relative)
+                  for top, dirs, _ in os.walk(base) for d in dirs)
+
+
 def our_mounts() -> list[str]:
+    """Every mount of the state root's, in any mount namespace of the machine.
+
+    A container's mounts live in its own mount namespace, never in this
+    process's: they show in the mountinfo of the processes that are in it.
+    A mount that outlives its container is one that some process still
+    holds, or one that leaked into the host's namespace: either way it shows
+    in some process's mountinfo, so every namespace is read, once.
+    """
     root = os.environ["MINIDOCKER_ROOT"]
-    with open("/proc/self/mountinfo") as f:
-        return [line for line in f if root in line]
+    seen, found = set(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ns = os.stat(f"/proc/{pid}/ns/mnt").st_ino
+            if ns in seen:
+                continue
+            with open(f"/proc/{pid}/mountinfo") as f:
+                lines = f.read().splitlines()
+        except OSError:  # gone meanwhile
+            continue
+        seen.add(ns)
+        found += [f"pid {pid}: {line}" for line in lines if root + "/" in line]
+    return found
+
+
+def leftovers() -> list[str]:
+    """What of a container is still here: records, cgroups, mounts."""
+    records = os.path.join(os.environ["MINIDOCKER_ROOT"], "containers")
+    return ([f"record {c}" for c in (os.listdir(records) if os.path.isdir(records) else [])]
+            + [f"cgroup {d}" for d in cgroups_below(os.environ["MINIDOCKER_CGROUP_PARENT"])]
+            + [f"mount {m}" for m in our_mounts()])
 
 
 def sh(*argv: str, netns: str | None = None) -> str:
@@ -106,20 +158,29 @@ HOST_BEFORE: dict = {}
 
 
 def minidocker_cgroups() -> set[str]:
-    """Every cgroup named for minidocker, at any of the top levels of each hierarchy."""
-    import glob
+    """The cgroup parents named for minidocker, at the top of each hierarchy.
 
-    return set(glob.glob("/sys/fs/cgroup/minidocker*") + glob.glob("/sys/fs/cgroup/*/minidocker*"))
+    Another test run's own parent (minidocker-test-<its pid>) is its business:
+    several runs may share this machine.
+    """
+    import glob
+    import re
+
+    ours = os.environ.get("MINIDOCKER_CGROUP_PARENT", "")
+    return {d for h in cgroup_hierarchies() for d in glob.glob(f"{h}/minidocker*")
+            if not re.fullmatch(r"minidocker-test-\d+(-custom)?", os.path.basename(d))
+            or os.path.basename(d).startswith(ours)}
 
 
 # ------------------------------------------------------------- fixtures
 def _make_sandbox() -> None:
+    # The veth pair is born in the two namespaces: the machine's own never
+    # sees it, not even for a moment (another run's host-network check may
+    # be looking at that moment).
     script = f"""
         ip netns add {SANDBOX}
         ip netns add {UPLINK}
-        ip link add mdt-h{os.getpid()} type veth peer name mdt-u{os.getpid()}
-        ip link set mdt-h{os.getpid()} netns {SANDBOX}
-        ip link set mdt-u{os.getpid()} netns {UPLINK}
+        ip link add mdt-h{os.getpid()} netns {SANDBOX} type veth peer name mdt-u{os.getpid()} netns {UPLINK}
         ip -n {SANDBOX} addr add {HOST_IP}/30 dev mdt-h{os.getpid()}
         ip -n {SANDBOX} link set mdt-h{os.getpid()} up
         ip -n {SANDBOX} link set lo up
@@ -152,10 +213,8 @@ def state_root():
     md("network", "prune", check=False)
     for ns in (SANDBOX, UPLINK):  # takes their veths, bridges and rules along
         subprocess.run(["ip", "netns", "del", ns], check=False)
-    for top in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")]):
-        d = os.path.join(top, os.environ["MINIDOCKER_CGROUP_PARENT"])
-        if os.path.isdir(d):
-            os.rmdir(d)
+    for d in cgroup_paths(os.environ["MINIDOCKER_CGROUP_PARENT"]):
+        os.rmdir(d)
     if on_tmpfs:
         subprocess.run(["umount", root], check=False)
     shutil.rmtree(root, ignore_errors=True)
@@ -169,9 +228,55 @@ def _remove_all_containers() -> None:
 
 @pytest.fixture(autouse=True)
 def clean_containers():
-    """No test sees another's containers, and none outlives its test."""
+    """No test sees another's containers, and none outlives its test.
+
+    After `rm -f` of every container, nothing of one may be left: no record,
+    no cgroup, no mount in any namespace.  What is left fails the test that
+    left it (so the leak is named where it happened), and is cleaned away so
+    that the next test starts clean.
+    """
     yield
     _remove_all_containers()
+    left = leftovers()
+    if left:
+        _force_clean()
+        pytest.fail("left behind after rm -f of every container:\n" + "\n".join(left), pytrace=False)
+
+
+def _force_clean() -> None:
+    """Kill what holds a leaked cgroup or mount namespace; unmount, remove the rest."""
+    import contextlib
+    import signal
+
+    def mnt_ns(pid: str) -> int:
+        try:
+            return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+        except OSError:
+            return 0
+
+    own = mnt_ns("self")
+    leaked = {mnt_ns(line.split()[1].rstrip(":")) for line in our_mounts()} - {own, 0}
+    holders = {pid for pid in filter(str.isdigit, os.listdir("/proc")) if mnt_ns(pid) in leaked}
+    for d in cgroups_below(os.environ["MINIDOCKER_CGROUP_PARENT"]):
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            holders.update(f.read().split())
+    for pid in holders:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    for line in reversed(our_mounts()):  # what is left is in this namespace: leaked into the host's
+        if mnt_ns(line.split()[1].rstrip(":")) == own:
+            subprocess.run(["umount", "-l", line.split()[6]], check=False)
+    for d in reversed(cgroups_below(os.environ["MINIDOCKER_CGROUP_PARENT"])):
+        wait_for(lambda d=d: _rmdir(d), timeout=5)
+    shutil.rmtree(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers"), ignore_errors=True)
+
+
+def _rmdir(d: str) -> bool:
+    try:
+        os.rmdir(d)
+        return True
+    except OSError:  # busy until the killed processes are gone
+        return False
 
 
 class Row:
