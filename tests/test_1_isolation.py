@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import pty
 import select
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
-from conftest import MINIDOCKER, TOP, inspect, md, our_mounts, wait_for
+from conftest import MINIDOCKER, SANDBOX, TOP, cgroups_below, inspect, leftovers, md, our_mounts, wait_for
 
 pytestmark = pytest.mark.order(1)
 
@@ -37,10 +39,13 @@ def test_host_processes_are_invisible(row):
 def test_namespace_inodes_differ(row):
     cid = md("run", "-d", "busybox", "sleep", "30").stdout.strip()
     pid = inspect(cid)["State"]["Pid"]
+    # minidocker's host is the sandbox: its network namespace is the one the
+    # container's must differ from (the machine's differs from both anyway).
+    host = {kind: os.stat(f"/proc/self/ns/{kind}").st_ino for kind in NAMESPACES}
+    host["net"] = os.stat(f"/run/netns/{SANDBOX}").st_ino
     differ = []
     for kind in NAMESPACES:
-        inside, outside = os.stat(f"/proc/{pid}/ns/{kind}").st_ino, os.stat(f"/proc/self/ns/{kind}").st_ino
-        assert inside != outside, f"{kind} namespace is the host's"
+        assert os.stat(f"/proc/{pid}/ns/{kind}").st_ino != host[kind], f"{kind} namespace is the host's"
         differ.append(kind)
     row.result = ", ".join(differ) + " differ"
 
@@ -131,7 +136,11 @@ def test_exit_126_and_127(row):
     assert 'exec: "no-such-command": executable file not found in $PATH' in missing.stderr
     for target in ("/etc/passwd", "/etc"):
         assert md("run", "--rm", "busybox", target, check=False).returncode == 126
-    assert md("ps", "-aq").stdout == ""  # a run that could not start leaves nothing
+    # Without --rm, which would remove the container anyway: a run that could
+    # not start leaves nothing.
+    for command, code in (("no-such-command", 127), ("/etc", 126)):
+        assert md("run", "busybox", command, check=False).returncode == code
+        assert md("ps", "-aq").stdout == "" and leftovers() == []
     row.result = "127 and 126, nothing left behind"
 
 
@@ -149,17 +158,26 @@ def test_exit_137_when_killed(row):
 def test_no_mounts_left_after_exit(row):
     md("run", "--rm", "busybox", "true")
     assert our_mounts() == []
-    parent = os.environ["MINIDOCKER_CGROUP_PARENT"]
-    assert not [d for d in os.listdir("/sys/fs/cgroup")
-                if os.path.isdir(f"/sys/fs/cgroup/{d}/{parent}") and os.listdir(f"/sys/fs/cgroup/{d}/{parent}")
-                and any(os.path.isdir(f"/sys/fs/cgroup/{d}/{parent}/{x}")
-                        for x in os.listdir(f"/sys/fs/cgroup/{d}/{parent}"))]
+    assert cgroups_below(os.environ["MINIDOCKER_CGROUP_PARENT"]) == []
     row.result = "mountinfo and cgroupfs clean"
 
 
 def test_not_root_is_refused():
-    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", MINIDOCKER[-1], "ps"],
-                          capture_output=True, text=True)
+    # Run from a copy anyone may read: a clone under /root or in a 0750 home
+    # is closed to uid 65534, which must meet the refusal, not a PermissionError.
+    copy = tempfile.mkdtemp(prefix="minidocker-nonroot-")
+    try:
+        shutil.copy(os.path.join(TOP, "minidocker.py"), copy)
+        shutil.copytree(os.path.join(TOP, "lib"), os.path.join(copy, "lib"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for top, _, files in os.walk(copy):  # readable by all, whatever the clone's umask was
+            os.chmod(top, 0o755)
+            for name in files:
+                os.chmod(os.path.join(top, name), 0o755 if name == "minidocker.py" else 0o644)
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               os.path.join(copy, "minidocker.py"), "ps"], capture_output=True, text=True)
+    finally:
+        shutil.rmtree(copy)
     assert done.returncode == 125
     assert "needs root" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
@@ -209,7 +227,10 @@ def test_interactive_tty_shell():
 
     read_until(b"# ")
     os.write(main, b"echo hello from $$; false\n")
-    read_until(b"hello from 1")
+    # Ctrl-D only once the next prompt is out: busybox sh puts the terminal in
+    # raw mode before it prints one.  A ^D typed while the line discipline is
+    # still canonical is stored as a NUL, which the raw-mode shell ignores.
+    read_until(b"hello from 1\r\n/ # ")
     os.write(main, b"\x04")  # Ctrl-D: end of input, the shell exits with $? of `false`
     assert proc.wait(timeout=10) == 1
     os.close(main)
