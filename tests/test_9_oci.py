@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import SANDBOX, TOP, wait_for
+from conftest import SANDBOX, TOP, cgroup_hierarchies, cgroup_paths, wait_for
 
 pytestmark = pytest.mark.order(9)
 
@@ -66,8 +66,7 @@ def bundle(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(spec))
     yield tmp_path
     # Even after a failed test: kill what is left in the bundle's cgroups, then remove them.
-    tops = [f"{t}/{parent}" for t in ("/sys/fs/cgroup", *[f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup")])
-            if os.path.isdir(f"{t}/{parent}")]
+    tops = cgroup_paths(parent)
     for top in tops:
         for pid in read(f"{top}/c1/cgroup.procs").split() + read(f"{top}/c2/cgroup.procs").split():
             with contextlib.suppress(ProcessLookupError):
@@ -118,7 +117,7 @@ def test_delete_created(bundle, tmp_path, row):
     cgroup = json.loads(read(os.path.join(root, "c2", "state.json")))["cgroupsPath"]
     runc(root, "delete", "c2")
     assert not os.path.exists(f"/proc/{pid}") or read(f"/proc/{pid}/stat").split()[2] == "Z"
-    assert not any(os.path.isdir(f"/sys/fs/cgroup/{c}/{cgroup}") for c in os.listdir("/sys/fs/cgroup"))
+    assert cgroup_paths(cgroup) == []
     assert not os.path.exists(os.path.join(root, "c2"))
     assert runc(root, "state", "c2", check=False).returncode == 1
     row.result = "process, cgroup and state gone"
@@ -168,7 +167,7 @@ def podman(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
 def busybox_in_podman(tmp_path_factory):
     if not shutil.which("podman"):
         pytest.skip("needs Debian's podman (.ci/setup-host installs it)")
-    existed = {c: os.path.isdir(f"/sys/fs/cgroup/{c}/libpod_parent") for c in os.listdir("/sys/fs/cgroup")}
+    existed = set(cgroup_paths("libpod_parent"))
     rootfs = tmp_path_factory.mktemp("podman") / "rootfs"
     subprocess.run([os.path.join(TOP, "fixtures", "busybox-rootfs.sh"), str(rootfs)], check=True)
     tar = subprocess.run(["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True).stdout
@@ -178,12 +177,10 @@ def busybox_in_podman(tmp_path_factory):
     if ids:
         podman("rm", "-f", "-t", "0", *ids, check=False)
     podman("rmi", "-f", IMAGE, check=False)
-    for c, was in existed.items():  # podman's cgroup parent (and conmon's in it) came with these tests
-        top = f"/sys/fs/cgroup/{c}/libpod_parent"
-        if not was and os.path.isdir(top):
-            for d in sorted((dirpath for dirpath, _, _ in os.walk(top)), key=len, reverse=True):
-                with contextlib.suppress(OSError):
-                    os.rmdir(d)
+    for top in set(cgroup_paths("libpod_parent")) - existed:  # podman's parent (and conmon's in it) came with us
+        for d in sorted((dirpath for dirpath, _, _ in os.walk(top)), key=len, reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
 
 
 @pytest.mark.row("oci", "podman run --rm", "podman drives minidocker-runc: the command's output and exit code")
@@ -194,16 +191,32 @@ def test_podman_run(busybox_in_podman, row):
     row.result = done.stdout.strip()[:50] + ", exit 3"
 
 
+def podman_limits(pid: int) -> dict[str, str]:
+    """The memory and pids limits of the cgroups a process is in, v1 or v2.
+
+    Found from the process itself (/proc/PID/cgroup), not from where podman
+    is expected to put it.
+    """
+    tops = {name: top for top, name in cgroup_hierarchies().items()}
+    limits = {}
+    for line in read(f"/proc/{pid}/cgroup").splitlines():
+        _, name, path = line.split(":", 2)
+        files = {"memory": "memory.limit_in_bytes", "pids": "pids.max"} if name else \
+            {"memory": "memory.max", "pids": "pids.max"}
+        for controller, file in files.items():
+            if name in ("", controller) and os.path.exists(f"{tops[name]}{path}/{file}"):
+                limits[controller] = read(f"{tops[name]}{path}/{file}").strip()
+    return limits
+
+
 @pytest.mark.row("oci", "podman -d, exec, stop, rm -f", "all through minidocker-runc")
 def test_podman_lifecycle(busybox_in_podman, row):
     cid = podman("run", "-d", *LIMITS, "--memory", "64m", "--pids-limit", "20", busybox_in_podman,
                  "sleep", "300").stdout.strip()
     assert podman("exec", cid, "sh", "-c", "echo $$").stdout.strip() != "1"
     assert podman("exec", cid, "sh", "-c", "exit 7", check=False).returncode == 7
-    memory = [f"/sys/fs/cgroup/{c}/libpod_parent/libpod-{cid}/memory.limit_in_bytes" for c in ("memory",)]
-    if os.path.exists(memory[0]):  # v1 (this machine); on v2 the path is the unified tree's
-        assert read(memory[0]).strip() == str(64 << 20)
-        assert read(f"/sys/fs/cgroup/pids/libpod_parent/libpod-{cid}/pids.max").strip() == "20"
+    limits = podman_limits(int(podman("inspect", cid, "--format", "{{.State.Pid}}").stdout))
+    assert limits == {"memory": str(64 << 20), "pids": "20"}, limits
     podman("stop", "-t", "1", cid)
     assert podman("inspect", cid, "--format", "{{.State.ExitCode}}").stdout.strip() == "137"
     podman("rm", "-f", cid)
