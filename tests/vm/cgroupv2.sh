@@ -7,6 +7,8 @@
 #   sudo tests/vm/cgroupv2.sh [pytest args...]      (tox -e vm)
 #
 # Needs: qemu-system-x86 (or -arm), linux-image-<arch>, and virtme-ng (pip).
+# Without them it fails: a green run must have tested the v2 driver.  To
+# leave the tier out on purpose, say so: MINIDOCKER_SKIP_VM=1.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
@@ -15,10 +17,14 @@ if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
 fi
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
 qemu="qemu-system-$(uname -m)"
-if [ -z "$kernel" ] || ! command -v vng >/dev/null || ! command -v "$qemu" >/dev/null; then
-    echo "cgroupv2.sh: SKIPPED: the cgroup v2 tier needs a kernel in /boot (linux-image-*), $qemu and vng" \
-         "(virtme-ng); .ci/setup-host installs them where it can"
+if [ "${MINIDOCKER_SKIP_VM:-}" = 1 ]; then
+    echo "cgroupv2.sh: SKIPPED, as MINIDOCKER_SKIP_VM=1 asks: the cgroup v2 driver was NOT tested"
     exit 0
+fi
+if [ -z "$kernel" ] || ! command -v vng >/dev/null || ! command -v "$qemu" >/dev/null; then
+    echo "cgroupv2.sh: FAILED: the cgroup v2 tier needs a kernel in /boot (linux-image-*), $qemu and vng" \
+         "(virtme-ng); .ci/setup-host installs them where it can.  MINIDOCKER_SKIP_VM=1 leaves the tier out." >&2
+    exit 1
 fi
 results=$(mktemp -d /var/tmp/minidocker-vm.XXXXXX)
 python=$(command -v python3)
