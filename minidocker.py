@@ -413,8 +413,8 @@ def cmd_rmi(args: argparse.Namespace) -> int:
     from lib import images
 
     def remove(ref: str) -> None:
-        image_id, _ = images.lookup(ref, pull="never")
-        users = [c for c in state.all_ids() if container.load(c)["Image"] == "sha256:" + image_id]
+        image_id = images.resolve(ref)  # not lookup: a damaged image's config cannot be read, yet must go
+        users = [c for c in state.all_ids() if image_id and container.load(c)["Image"] == "sha256:" + image_id]
         print("\n".join(images.remove(ref, args.force, users)))
 
     return _each(args.images, remove, show=False)

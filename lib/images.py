@@ -146,16 +146,24 @@ def _used_layers() -> set[str]:
     return used
 
 
+def resolve(ref: str) -> str | None:
+    """The stored image a name or an ID (a prefix of 12 or more) names, if any.
+    Its config is not read: `rmi` must be able to remove a damaged image."""
+    name, tag = parse_ref(ref)
+    image_id = _repositories().get(f"{name}:{tag}")
+    hexid = ref.removeprefix("sha256:")
+    if image_id is None and 12 <= len(hexid) <= 64 and HEX.issuperset(hexid):
+        image_id = next((c for c in _stored_ids() if c.startswith(hexid)), None)  # by ID, named or not
+    return image_id
+
+
 def lookup(ref: str, pull: str = "missing") -> tuple[str, dict]:
     """The image ID and config for a name: built in (busybox), stored, or
     pulled from its registry, as Docker's `--pull missing|always|never`."""
     if pull == "always" and ref.split(":")[0] not in BUILTIN:
         return _pulled(ref)
     name, tag = parse_ref(ref)
-    image_id = _repositories().get(f"{name}:{tag}")
-    hexid = ref.removeprefix("sha256:")
-    if image_id is None and 12 <= len(hexid) <= 64 and HEX.issuperset(hexid):
-        image_id = next((c for c in _stored_ids() if c.startswith(hexid)), None)  # by ID, named or not
+    image_id = resolve(ref)
     if image_id is None and name in BUILTIN and tag == "latest":
         image_id = _build_builtin(name)
     if image_id is None:
@@ -185,17 +193,13 @@ def tag(source: str, target: str) -> None:
 
 def remove(ref: str, force: bool, in_use: list[str]) -> list[str]:
     """Untag an image; delete it, and the layers no other image uses, once untagged."""
-    name, tag_ = parse_ref(ref)
+    image_id = resolve(ref)
+    if image_id is None:
+        raise MinidockerError(f"No such image: {ref}", 1)
     repos = _repositories()
-    key = f"{name}:{tag_}"
-    hexid = ref.removeprefix("sha256:")
-    if key not in repos:
-        keys = [k for k, v in repos.items() if len(hexid) >= 12 and v.startswith(hexid)]
-        ids = [i for i in _stored_ids() if len(hexid) >= 12 and i.startswith(hexid)]
-        if not keys and not ids:
-            raise MinidockerError(f"No such image: {ref}", 1)
-        key = keys[0] if keys else ""
-    image_id = repos[key] if key else ids[0]
+    key = ":".join(parse_ref(ref))
+    if repos.get(key) != image_id:  # named by its ID: its first name, if it has one
+        key = next((k for k, v in repos.items() if v == image_id), "")
     if in_use and not force:
         raise MinidockerError(f"conflict: unable to remove repository reference \"{ref}\" (must force) - "
                               f"container {in_use[0][:12]} is using its referenced image {image_id[:12]}", 1)
@@ -437,7 +441,7 @@ def _store_layer(chunks: Iterator[bytes], expected: str = "", what: str = "layer
                 tar.stdin.close()
         err = tar.stderr.read().decode(errors="replace")
         if tar.wait() != 0:
-            raise MinidockerError(f"unpacking {what}: tar: {err.strip()}", EXIT_DATA)
+            raise MinidockerError(f"unpacking {what}: {_tar_said(err)}", EXIT_DATA)
         diff_id = "sha256:" + digest.hexdigest()
         if expected and diff_id != expected:
             raise MinidockerError(f"{what}: its content is {diff_id}, the image config says {expected}", EXIT_DATA)
@@ -457,6 +461,13 @@ def _store_layer(chunks: Iterator[bytes], expected: str = "", what: str = "layer
     finally:
         if os.path.isdir(tmp):
             state.remove_tree(tmp)
+
+
+def _tar_said(stderr: str) -> str:
+    """The line of tar's complaint that says what went wrong (it ends with a
+    summary that does not)."""
+    lines = [line for line in stderr.splitlines() if line.strip() and "Exiting with failure" not in line]
+    return lines[-1] if lines else "tar failed"
 
 
 def store_layer_file(path: str, expected: str = "", what: str = "layer") -> tuple[str, int, bool]:
@@ -698,7 +709,10 @@ def load(path: str) -> list[str]:
     created: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix=".load-", dir=_dir()) as tmp:
-            host.run(["tar", "-C", tmp, "--no-same-owner", "-xf", path], "images")
+            try:
+                host.run(["tar", "-C", tmp, "--no-same-owner", "-xf", path], "images")
+            except host.HostError as e:
+                raise MinidockerError(f"{path}: {_tar_said(e.detail)}", EXIT_DATA) from None
 
             def read(rel: object, what: str) -> object:
                 try:

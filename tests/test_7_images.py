@@ -4,6 +4,7 @@ loopback, filled with skopeo from OCI layouts that fixtures/oci_layout.py builds
 from __future__ import annotations
 
 import glob
+import gzip
 import hashlib
 import io
 import json
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import types
 
@@ -68,6 +70,11 @@ def registry(tmp_path_factory):
 def layers() -> set[str]:
     return {os.path.basename(p) for p in glob.glob(os.path.join(os.environ["MINIDOCKER_ROOT"], "images", "layers", "*"))
             if not p.endswith(".size")}
+
+
+def image_rows() -> list[list[str]]:
+    """`images` as REPOSITORY, TAG, IMAGE ID: without CREATED, which moves."""
+    return [line.split()[:3] for line in md("images").stdout.splitlines()[1:]]
 
 
 @pytest.mark.row("img", "pull", "from a registry over the v2 API; run it")
@@ -236,6 +243,169 @@ def test_save_load_round_trip(registry, tmp_path, row):
     assert loaded.startswith("Loaded image ID: sha256:")
     assert md("run", "--rm", "--network", "none", loaded.split()[-1][7:19], "cat", "/marker").stdout
     row.result = "whiteouts survive save/load; OCI layout loads"
+
+
+def load_refused(archive, data: bytes, *phrases: str) -> str:
+    """`load` of DATA must fail in one line that says one of `phrases`, soon; that line."""
+    archive.write_bytes(data)
+    done = md("load", "-i", str(archive), check=False, timeout=20)  # a FIFO read would hang for ever
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert any(p in done.stderr for p in phrases), done.stderr
+    return done.stderr
+
+
+@pytest.mark.row("img", "Hostile archive", "load: paths and digests out, symlinks, FIFOs, devices, links out: refused")
+def test_load_refuses_hostile_archives(tmp_path, row):
+    # A real image's files outside any archive: what an escaping path in one would load.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    md("save", "-o", str(tmp_path / "busybox.tar"), "busybox")
+    subprocess.run(["tar", "-C", str(outside), "-xf", str(tmp_path / "busybox.tar")], check=True)
+    saved = json.loads((outside / "manifest.json").read_text())[0]
+    index = json.loads((outside / "index.json").read_text())["manifests"][0]
+    up = "../" * 30
+
+    def away(rel: str) -> str:
+        return up + str(outside / rel).lstrip("/")
+
+    escaping = [{"Config": away(saved["Config"]), "Layers": [away(x) for x in saved["Layers"]],
+                 "RepoTags": ["escaped:latest"]}]
+    escaping_index = {"schemaVersion": 2, "manifests": [{**index, "digest": "sha256:" + away(
+        "blobs/sha256/" + index["digest"][7:]), "annotations": {"io.containerd.image.name": "escaped:latest"}}]}
+    device = member("null", tarfile.CHRTYPE)
+    device.devmajor, device.devminor = 1, 3
+    cases = {
+        "Config/Layers out": (tar_of((member("manifest.json"), json.dumps(escaping).encode())),
+                              "points outside the archive"),
+        "index digest out": (tar_of((member("oci-layout"), b'{"imageLayoutVersion": "1.0.0"}'),
+                                    (member("index.json"), json.dumps(escaping_index).encode())), "invalid digest"),
+        "symlink": (tar_of((member("manifest.json", tarfile.SYMTYPE, str(outside / "manifest.json")), b"")),
+                    "is a symlink"),
+        "FIFO": (tar_of((member("manifest.json", tarfile.FIFOTYPE), b"")), "is not a file or a directory"),
+        "hard link out": (tar_of((member("h", tarfile.LNKTYPE, "../../../etc/passwd"), b"")),
+                          "points outside the archive"),
+        "device": (tar_of((device, b"")), "is not a file or a directory"),
+    }
+    for i, (data, phrase) in enumerate(cases.values()):
+        load_refused(tmp_path / f"{i}.tar", data, phrase)
+    assert "escaped" not in md("images").stdout
+    row.result = ", ".join(cases) + ": refused"
+
+
+@pytest.mark.row("img", "Broken archives", "truncated or corrupt tar, gzip and zstd, to import and load: one line")
+def test_broken_archives(tmp_path, row):
+    if not shutil.which("zstd"):
+        pytest.skip("needs zstd (apt-get install zstd: .ci/setup-host)")
+    md("save", "-o", str(tmp_path / "busybox.tar"), "busybox")
+    saved = (tmp_path / "busybox.tar").read_bytes()
+    layer = tar_of(*[(member(f"file{i}"), os.urandom(200_000)) for i in range(3)])  # many 64 KiB reads
+    zstd = subprocess.run(["zstd", "-q", "-c"], input=layer, capture_output=True, check=True).stdout
+
+    def corrupt(packed: bytes) -> bytes:  # mid-stream, inside a member's data: not where tarfile reads a header
+        middle = len(packed) // 2
+        return packed[:middle] + bytes(b ^ 0xFF for b in packed[middle:middle + 200]) + packed[middle + 200:]
+
+    # A file, then a file under it: every member is harmless, yet tar cannot unpack it.
+    unpackable = tar_of((member("a"), b"file\n"), (member("a/b"), b"under a file\n"))
+    cases = {"load": {"half a save": saved[:len(saved) // 2], "not a tar": b"not a tar at all", "empty": b"",
+                      "a file under a file": unpackable},
+             "import": {"half a tar": layer[:len(layer) // 2], "half a gzip": gzip.compress(layer)[:len(layer) // 2],
+                        "corrupt gzip": corrupt(gzip.compress(layer)), "corrupt zstd": corrupt(zstd),
+                        "a file under a file": unpackable}}
+    before, images_before = layers(), image_rows()
+    for verb, broken in cases.items():
+        for name, data in broken.items():
+            (tmp_path / "broken.tar").write_bytes(data)
+            done = md(verb, *(["-i"] if verb == "load" else []), str(tmp_path / "broken.tar"),
+                      *(["broken"] if verb == "import" else []), check=False)
+            assert done.returncode == 1 and done.stderr.count("\n") == 1, f"{verb} {name}: {done.stderr}"
+    assert layers() == before and image_rows() == images_before
+    assert not glob.glob(os.path.join(os.environ["MINIDOCKER_ROOT"], "images", ".*"))  # no half-unpacked leftovers
+    row.result = "; ".join(f"{verb}: {', '.join(broken)}" for verb, broken in cases.items()) + ": refused"
+
+
+def fresh_root() -> tuple[str, dict]:
+    """A new, empty state root (on the suite's own filesystem, which overlay accepts) and its env."""
+    root = tempfile.mkdtemp(prefix="fresh-", dir=os.environ["MINIDOCKER_ROOT"])
+    return root, {**os.environ, "MINIDOCKER_ROOT": root}
+
+
+@pytest.mark.row("img", "Fresh state root", "`images` lists the built-in busybox; `save busybox` works")
+def test_fresh_state_root(tmp_path, row):
+    roots = [fresh_root() for _ in range(3)]
+    try:
+        listed = md("images", env=roots[0][1]).stdout.splitlines()
+        assert [line.split()[:2] for line in listed[1:]] == [["busybox", "latest"]]
+        md("save", "-o", str(tmp_path / "busybox.tar"), "busybox", env=roots[1][1])
+        assert md("load", "-i", str(tmp_path / "busybox.tar"), env=roots[2][1]).stdout == \
+            "Loaded image: busybox:latest\n"
+        assert md("run", "--rm", "--network", "none", "busybox", "echo", "ok", env=roots[2][1]).stdout == "ok\n"
+    finally:
+        for root, _ in roots:
+            shutil.rmtree(root, ignore_errors=True)
+    row.result = "listed; saved, loaded elsewhere, ran"
+
+
+def damage(root: str, what: str, host_dir: str) -> None:
+    images = os.path.join(root, "images")
+    repos = os.path.join(images, "repositories.json")
+    with open(repos) as f:
+        image_id = json.load(f)["busybox:latest"]
+    config = os.path.join(images, "configs", image_id + ".json")
+    with open(config) as f:
+        body = json.load(f)
+    if what == "repositories.json not JSON":
+        (open(repos, "w")).close()
+    elif what == "repositories.json naming a path":
+        with open(repos, "w") as f:
+            json.dump({"busybox:latest": "../" * 10 + "etc/passwd"}, f)
+    elif what == "the config not JSON":
+        with open(config, "w") as f:
+            f.write("{")
+    elif what == "a diff ID naming a host directory":
+        body["rootfs"]["diff_ids"] = ["sha256:" + host_dir]
+        with open(config, "w") as f:
+            json.dump(body, f)
+    elif what == "its layer gone":
+        shutil.rmtree(os.path.join(images, "layers", body["rootfs"]["diff_ids"][0][7:]))
+    elif what == "images/ gone":
+        shutil.rmtree(images)
+
+
+@pytest.mark.row("img", "Damaged store", "each image verb says what is wrong in one line; rmi recovers")
+def test_damaged_store(tmp_path, row):
+    host_dir = f"/tmp/{unique_name()}"  # a "layer" on the host, that a diff ID could name
+    os.makedirs(host_dir + "/bin")
+    for tool in ("sh", "cat"):
+        shutil.copy("/bin/busybox", f"{host_dir}/bin/{tool}")
+    (tmp_path / "marker").write_text("host files\n")
+    shutil.copy(tmp_path / "marker", host_dir + "/marker")
+    damages = ("repositories.json not JSON", "repositories.json naming a path", "the config not JSON",
+               "a diff ID naming a host directory", "its layer gone", "images/ gone")
+    try:
+        for what in damages:
+            root, env = fresh_root()
+            try:
+                md("run", "--rm", "--network", "none", "busybox", "true", env=env)  # makes busybox
+                damage(root, what, host_dir)
+                for verb in (["images"], ["run", "--rm", "--network", "none", "busybox", "sh", "-c", "cat /marker; :"],
+                             ["save", "-o", str(tmp_path / "out.tar"), "busybox"], ["tag", "busybox", "other"]):
+                    done = md(*verb, check=False, env=env)
+                    assert "host files" not in done.stdout, what
+                    assert done.stderr.count("\n") <= 1 and "internal error" not in done.stderr, (what, done.stderr)
+                    # A store without images/ is a new one; `images` and `tag` need no layer: these just work.
+                    works = what == "images/ gone" or (verb[0] in ("images", "tag") and what == "its layer gone")
+                    assert done.returncode == 0 if works else done.returncode in (1, 125), (what, verb, done)
+                if what.startswith("repositories.json"):  # as the message says: remove it
+                    os.unlink(os.path.join(root, "images", "repositories.json"))
+                else:
+                    md("rmi", "-f", "busybox", env=env)
+                assert md("run", "--rm", "--network", "none", "busybox", "echo", "ok", env=env).stdout == "ok\n"
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(host_dir)
+    row.result = f"{len(damages)} damages: clear lines; rmi (or removing the named file) recovers"
 
 
 # A registry that misbehaves, as a hostile or a careless one would: a stdlib HTTP server in the
