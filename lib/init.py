@@ -23,7 +23,7 @@ import contextlib
 import os
 import resource  # a small C module; imported now, since after pivot_root it cannot be found
 
-from lib import host, rootfs, seccomp, security, terminal, users
+from lib import host, namespaces, rootfs, seccomp, security, terminal, users
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
@@ -162,8 +162,8 @@ def _limits(process: dict) -> None:
 def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
     """Become the container; returns only by raising.  With `console_fd`
     (or an engine's console socket) the command gets a pty (terminal.py)."""
-    namespaces = spec["linux"]["namespaces"]
-    _enter_namespaces(namespaces)
+    wanted = spec["linux"]["namespaces"]
+    _enter_namespaces(wanted)
     os.write(report_fd, b"R")
     root = spec["root"]["path"]
     annotations = spec.get("annotations", {})
@@ -183,6 +183,7 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
     if console_fd >= 0:
         terminal.preload()
     seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
+    sysctls = [(namespaces.sysctl_path(k, wanted), v) for k, v in (spec["linux"].get("sysctl") or {}).items()]
     rootfs.pivot(root)
     # Everything below works on paths as the container sees them.  Before
     # pivot_root, a path like <rootfs>/proc/sys leads through the image's own
@@ -190,18 +191,18 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
     # make the masks land on the host's tree while the container's /proc
     # stayed bare: its /proc/sys writable (core_pattern: code run as host root).
     rootfs.make_devices(spec["linux"].get("devices", []))
-    for key, value in spec["linux"].get("sysctl", {}).items():
-        host.write("/proc/sys/" + key.replace(".", "/"), value, step="namespaces")
-    if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in namespaces):
+    for path, value in sysctls:
+        host.write(path, value, step="namespaces")
+    if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in wanted):
         host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
     security.mask_paths(spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
     if spec["root"].get("readonly"):
         host.mount("", "/", None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
-    if any(n["type"] == "network" and not n.get("path") for n in namespaces):
+    if any(n["type"] == "network" and not n.get("path") for n in wanted):
         _loopback_up()
     if console_fd >= 0:
         terminal.take_console("/dev/pts", console_fd)
-    if any(n["type"] == "user" and not n.get("path") for n in namespaces):
+    if any(n["type"] == "user" and not n.get("path") for n in wanted):
         _enter_user_namespace(go_fd, report_fd)
     if fifo:
         _wait_for_start(fifo_fd, report_fd)

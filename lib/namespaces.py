@@ -86,3 +86,33 @@ def join_all(pid: int) -> None:
     if len(joins) > len(JOIN):  # in a user namespace: become its root, as nsenter --user does
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+
+
+# The sysctls a container may set: only those its own namespaces hold.  Any
+# other (kernel.core_pattern, vm.*) is the whole machine's: a bundle that sets
+# kernel.core_pattern to "|/evil" has the host's root run /evil on the next
+# crash anywhere.  runc's validator draws the same lines.
+_IPC_SYSCTLS = {"kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced"}
+
+
+def sysctl_path(key: str, namespaces: list[dict]) -> str:
+    """/proc/sys/... for a sysctl the container's namespaces hold, or refused."""
+    import re
+
+    dotted = key.replace("/", ".")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+", dotted):
+        raise host.MinidockerError(f"invalid sysctl {key!r}")
+    own = {n["type"] for n in namespaces}
+    if dotted in _IPC_SYSCTLS or dotted.startswith("fs.mqueue."):
+        needed = "ipc"
+    elif dotted.startswith("net."):
+        needed = "network"
+    elif dotted in ("kernel.hostname", "kernel.domainname"):
+        needed = "uts"
+    else:
+        raise host.MinidockerError(f"sysctl {key!r} is not in a separate kernel namespace")
+    if needed not in own:
+        raise host.MinidockerError(f"sysctl {key!r} needs a {needed} namespace of the container's own")
+    return "/proc/sys/" + dotted.replace(".", "/")
+

@@ -469,3 +469,41 @@ def test_interrupted_start_leaves_nothing(row):
         assert left == [], (delay, left)
     assert interrupted, "no SIGINT landed while the start was under way"
     row.result = f"{interrupted} of 15 runs interrupted at 20-300 ms: 0 records, 0 cgroups"
+
+
+@pytest.mark.row("4", "a bundle's sysctl kernel.core_pattern", "refused: not the container's own")
+def test_bundle_cannot_set_a_host_sysctl(busybox_tree, tmp_path, row):
+    """minidocker-runc takes an engine's config.json: its bytes are hostile too."""
+    with open("/proc/sys/kernel/core_pattern") as f:
+        before = f.read()
+    subprocess.run(["cp", "-a", str(busybox_tree), str(tmp_path / "rootfs")], check=True)
+    results = {}
+    for key, value in (("kernel.core_pattern", "|/tmp/mdt-evil"), ("net/../kernel/core_pattern", "|/tmp/mdt-evil"),
+                       ("net.ipv4.ip_forward", "1")):
+        spec = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                "process": {"args": ["cat", f"/proc/sys/{key.replace('.', '/')}"], "cwd": "/", "env": ["PATH=/bin"]},
+                "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+                "linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "network")],
+                          "cgroupsPath": f"/mdt-sysctl-{os.getpid()}/c1", "sysctl": {key: value}}}
+        (tmp_path / "config.json").write_text(json.dumps(spec))
+        root, errors = tmp_path / "state", tmp_path / "stderr"
+        try:
+            with open(errors, "w+") as err:  # not a pipe: a created container's init would hold it open
+                done = subprocess.run([*MINIDOCKER[:2], os.path.join(TOP, "minidocker-runc"), "--root", str(root),
+                                       "create", "--bundle", str(tmp_path), "c1"], stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+                err.seek(0)
+                results[key] = (done.returncode, err.read().strip())
+        finally:
+            subprocess.run([os.path.join(TOP, "minidocker-runc"), "--root", str(root), "delete", "--force", "c1"],
+                           capture_output=True)
+    for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
+        if os.path.isdir(f"{top}/mdt-sysctl-{os.getpid()}"):
+            os.rmdir(f"{top}/mdt-sysctl-{os.getpid()}")
+    with open("/proc/sys/kernel/core_pattern") as f:
+        assert f.read() == before
+    assert results["kernel.core_pattern"] == (1, "minidocker-runc: sysctl 'kernel.core_pattern' is not in a "
+                                                 "separate kernel namespace")
+    assert results["net/../kernel/core_pattern"] == (1, "minidocker-runc: invalid sysctl 'net/../kernel/core_pattern'")
+    assert results["net.ipv4.ip_forward"][0] == 0  # the container's own network namespace: its to set
+    row.result = "core_pattern: refused; net/../: refused; net.ipv4.ip_forward: set"
