@@ -309,8 +309,12 @@ def test_inherited_fd_does_not_reach_the_container(tmp_path, row):
         cid = md("run", "-d", "--network", "none", "busybox", "sleep", "30", pass_fds=(fd,)).stdout.strip()
         ex = md("exec", cid, "sh", "-c", listing, pass_fds=(fd,), check=False).stdout
         pid1 = md("exec", cid, "ls", "/proc/1/fd").stdout.split()
+        with open(f"/proc/{inspect(cid)['State']['Pid']}/stat") as f:
+            monitor = int(f.read().rsplit(")", 1)[1].split()[1])
+        held = {os.readlink(f"/proc/{monitor}/fd/{n}") for n in os.listdir(f"/proc/{monitor}/fd")}
     finally:
         os.close(fd)
+    assert str(tmp_path / "host-only") not in held  # nor does the detached monitor keep it
     for out in (run, ex):
         assert secret not in out and "No such file" in out, out
     assert sorted(pid1) == ["0", "1", "2"]
