@@ -17,7 +17,7 @@ import threading
 import pytest
 from conftest import MINIDOCKER, TOP, cgroup_dirs, inspect, md, wait_for
 
-pytestmark = pytest.mark.order(6)
+pytestmark = [pytest.mark.order(6), pytest.mark.cgroupv2]  # the escape table holds on v1 and v2 alike
 
 HOST_PYTHON = ["-v", "/usr:/usr:ro", "-v", "/usr/lib:/lib:ro", "-v", "/usr/lib64:/lib64:ro"]
 SYSCALL = ("import ctypes, os, sys; libc = ctypes.CDLL(None, use_errno=True); "

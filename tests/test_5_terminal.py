@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import MINIDOCKER, md
 
-pytestmark = [pytest.mark.order(5),
+pytestmark = [pytest.mark.order(5), pytest.mark.cgroupv2,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")]
 
 HOST_PYTHON = "-v /usr:/usr:ro -v /usr/lib:/lib:ro -v /usr/lib64:/lib64:ro"
