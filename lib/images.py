@@ -496,13 +496,13 @@ def platform_entry(index: dict, platform: str) -> dict:
     """The entry of an image index (a manifest list) for a platform: `linux/amd64`."""
     os_, _, arch = platform.partition("/")
     arch, _, variant = arch.partition("/")
-    entries = [m for m in index.get("manifests") or [] if isinstance(m, dict)]
-    for entry in entries:
-        p = entry.get("platform") or {}
+    manifests = index.get("manifests")
+    platforms = [(m, m["platform"]) for m in manifests if isinstance(m, dict) and isinstance(m.get("platform"), dict)] \
+        if isinstance(manifests, list) else []
+    for entry, p in platforms:
         if p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant):
             return entry
-    offered = ", ".join(f"{m['platform'].get('os')}/{m['platform'].get('architecture')}"
-                        for m in entries if isinstance(m.get("platform"), dict))
+    offered = ", ".join(f"{p.get('os')}/{p.get('architecture')}" for _, p in platforms)
     raise MinidockerError(f"no matching manifest for {platform} in the manifest list entries ({offered})",
                           EXIT_DATA)
 
@@ -696,9 +696,62 @@ def _member(archive: str, top: str, rel: object, what: str) -> str:
     return path
 
 
+def _read_member(archive: str, top: str, rel: object, what: str) -> object:
+    import json
+
+    try:
+        with open(_member(archive, top, rel, what)) as f:
+            return json.load(f)
+    except ValueError as e:
+        raise MinidockerError(f"{archive}: {what} {rel!r} is not JSON ({e})", EXIT_DATA) from None
+
+
+def _fields(archive: str, body: object, what: str, keys: dict[str, type]) -> list:
+    """`keys` of a JSON object from an archive, each of its type."""
+    if not isinstance(body, dict) or not all(isinstance(body.get(k), t) for k, t in keys.items()):
+        raise MinidockerError(f"{archive}: {what} has no {', '.join(keys)} of the right types", EXIT_DATA)
+    return [body[k] for k in keys]
+
+
+def _blob(digest: object, what: str) -> str:
+    """An OCI layout's path for a blob: only ever `blobs/sha256/<64 hex>`."""
+    return f"blobs/sha256/{checked_digest(digest, what)[7:]}"
+
+
+def _archive_images(archive: str, top: str) -> list[tuple[object, list, list]]:
+    """What an unpacked `load` archive holds: (config path, layer paths, names)
+    for each image, from Docker's manifest.json or else OCI's index.json."""
+    if os.path.lexists(os.path.join(top, "manifest.json")):
+        manifest = _read_member(archive, top, "manifest.json", "manifest.json")
+        entries = [_fields(archive, m, "an entry of manifest.json", {"Config": str, "Layers": list})
+                   for m in (manifest if isinstance(manifest, list) else [None])]
+        names = [m.get("RepoTags") or [] for m in manifest]
+        if not all(isinstance(n, list) for n in names):
+            raise MinidockerError(f"{archive}: manifest.json: RepoTags must be a list", EXIT_DATA)
+        return [(config, layers, n) for (config, layers), n in zip(entries, names, strict=True)]
+    if not os.path.lexists(os.path.join(top, "index.json")):
+        raise MinidockerError(f"{archive}: neither a docker save archive nor an OCI image layout", EXIT_DATA)
+    (manifests,) = _fields(archive, _read_member(archive, top, "index.json", "index.json"), "index.json",
+                           {"manifests": list})
+    images = []
+    for m in manifests:
+        (digest,) = _fields(archive, m, "an entry of index.json", {"digest": str})
+        manifest = _read_member(archive, top, _blob(digest, "a manifest in index.json"), "manifest")
+        if isinstance(manifest, dict) and "manifests" in manifest:  # a multi-platform image: load ours
+            entry = platform_entry(manifest, host_platform())
+            manifest = _read_member(archive, top, _blob(entry.get("digest"), "a manifest in an index"), "manifest")
+        config, layers = _fields(archive, manifest, f"manifest {digest}", {"config": dict, "layers": list})
+        # org.opencontainers.image.ref.name is a tag alone: without a full name, load by ID.
+        annotations = m.get("annotations")
+        name = annotations.get("io.containerd.image.name") if isinstance(annotations, dict) else ""
+        images.append((_blob(config.get("digest"), "an image config"),
+                       [_blob(d.get("digest") if isinstance(d, dict) else d, "a layer") for d in layers],
+                       [name]))
+    return images
+
+
 def load(path: str) -> list[str]:
     """`docker load` of a `docker save` tarball or an OCI layout tarball; the names loaded."""
-    import json
     import tempfile
 
     from lib import registry
@@ -706,60 +759,21 @@ def load(path: str) -> list[str]:
     check_members(path, archive=True)
     os.makedirs(_dir(), exist_ok=True)
     loaded: list[str] = []
-    created: list[str] = []
+    created: list[str] = []  # the layers this load stored: the only ones its failure may take back
     try:
         with tempfile.TemporaryDirectory(prefix=".load-", dir=_dir()) as tmp:
             try:
                 host.run(["tar", "-C", tmp, "--no-same-owner", "-xf", path], "images")
             except host.HostError as e:
                 raise MinidockerError(f"{path}: {_tar_said(e.detail)}", EXIT_DATA) from None
-
-            def read(rel: object, what: str) -> object:
-                try:
-                    with open(_member(path, tmp, rel, what)) as f:
-                        return json.load(f)
-                except ValueError as e:
-                    raise MinidockerError(f"{path}: {what} {rel!r} is not JSON ({e})", EXIT_DATA) from None
-
-            def blob(digest: object, what: str) -> str:
-                return f"blobs/sha256/{checked_digest(digest, what)[7:]}"
-
-            def fields(body: object, what: str, *keys: str) -> list:
-                if not isinstance(body, dict) or any(k not in body for k in keys):
-                    raise MinidockerError(f"{path}: {what} has no {' or '.join(keys)}", EXIT_DATA)
-                return [body[k] for k in keys]
-
-            entries = []  # (config path, layer paths, names)
-            if os.path.lexists(os.path.join(tmp, "manifest.json")):
-                manifest = read("manifest.json", "manifest.json")
-                for m in manifest if isinstance(manifest, list) else [None]:
-                    config_path, layer_paths = fields(m, "an entry of manifest.json", "Config", "Layers")
-                    names = m.get("RepoTags") or []
-                    if not isinstance(layer_paths, list) or not isinstance(names, list):
-                        raise MinidockerError(f"{path}: manifest.json: Layers and RepoTags must be lists", EXIT_DATA)
-                    entries.append((config_path, layer_paths, names))
-            elif os.path.lexists(os.path.join(tmp, "index.json")):
-                (manifests,) = fields(read("index.json", "index.json"), "index.json", "manifests")
-                for m in manifests if isinstance(manifests, list) else [None]:
-                    (digest,) = fields(m, "an entry of index.json", "digest")
-                    manifest = read(blob(digest, "a manifest in index.json"), "manifest")
-                    if isinstance(manifest, dict) and "manifests" in manifest:  # a multi-platform image: ours
-                        entry = platform_entry(manifest, host_platform())
-                        manifest = read(blob(entry.get("digest"), "a manifest in an index"), "manifest")
-                    config, layers = fields(manifest, f"manifest {digest}", "config", "layers")
-                    if not isinstance(config, dict) or not isinstance(layers, list):
-                        raise MinidockerError(f"{path}: manifest {digest} is malformed", EXIT_DATA)
-                    # org.opencontainers.image.ref.name is a tag alone: without a full name, load by ID.
-                    name = (m.get("annotations") or {}).get("io.containerd.image.name", "")
-                    entries.append((blob(config.get("digest"), "an image config"),
-                                    [blob(d.get("digest") if isinstance(d, dict) else d, "a layer") for d in layers],
-                                    [name] if name else []))
-            else:
-                raise MinidockerError(f"{path}: neither a docker save archive nor an OCI image layout", EXIT_DATA)
-            for config_path, layer_paths, names in entries:
-                for name in names:
-                    registry.parse(name if isinstance(name, str) else "")  # a name, not a path or a table row
-                config = checked_config(read(config_path, "config"), f"{path}: {config_path}")
+            for config_path, layer_paths, names in _archive_images(path, tmp):
+                names = [n for n in names if n]
+                for name in names:  # a name, not a path or a table row
+                    try:
+                        registry.parse(name if isinstance(name, str) else "")
+                    except MinidockerError:
+                        raise MinidockerError(f"{path}: invalid image name {str(name)[:80]!r}", EXIT_DATA) from None
+                config = checked_config(_read_member(path, tmp, config_path, "config"), f"{path}: {config_path}")
                 wanted = config["rootfs"]["diff_ids"]
                 if len(wanted) != len(layer_paths):
                     raise MinidockerError(f"{path}: {config_path} names {len(wanted)} layers, the manifest "
