@@ -30,10 +30,14 @@
   exists exactly once and all of them can be found and removed.
 
 Addresses come from a small IPAM file under a lock: never handed out twice,
-freed when the container is removed.  Everything here reads /proc/net,
-which belongs to the caller's network namespace, not /sys/class/net, which
-shows the namespace that mounted /sys: tests run minidocker inside a
-sandbox "host" namespace and must see its interfaces, not the machine's.
+freed when the container is removed.  The same lock serialises every change
+to the bridges and the rules: two first `run`s at once would otherwise both
+create the bridge (one fails, "File exists") and both add the jumps.
+
+Everything here reads /proc/net, which belongs to the caller's network
+namespace, not /sys/class/net, which shows the namespace that mounted /sys:
+tests run minidocker inside a sandbox "host" namespace and must see its
+interfaces, not the machine's.
 """
 
 from __future__ import annotations
@@ -59,6 +63,23 @@ def _dir(*parts: str) -> str:
     return state.path("network", *parts)
 
 
+def load(name: str, kind: type = dict) -> dict:
+    """One of the JSON maps under network/ ({} before the first use).
+
+    A damaged file is one line naming it, never a traceback: a crash or a
+    hand edit can leave one, and every network command reads these."""
+    file = _dir(name)
+    try:
+        data = state.read_json(file)
+    except FileNotFoundError:
+        return {}
+    except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+        raise MinidockerError(f"{file} is corrupt ({e}): repair or remove it") from None
+    if not isinstance(data, dict) or not all(isinstance(v, kind) for v in data.values()):
+        raise MinidockerError(f"{file} is corrupt (not a map of {kind.__name__}s): repair or remove it")
+    return data
+
+
 def _netns_key() -> str:
     """Which network namespace we run in: the bridge and rules belong to it."""
     return str(os.stat("/proc/self/ns/net").st_ino)
@@ -80,7 +101,17 @@ def uplink() -> str | None:
 
 
 # IPv4 arithmetic by hand: the ipaddress module costs 5 ms of every start.
+def valid_ip(ip: str) -> bool:
+    """Four decimal bytes.  A leading zero is refused, as Go's parser (so
+    Docker) refuses it: inet_aton(3), which iptables uses, reads 010 as 8."""
+    parts = ip.split(".")
+    return len(parts) == 4 and all(p.isascii() and p.isdigit() and int(p) < 256 and (p == "0" or p[0] != "0")
+                                   for p in parts)
+
+
 def ip_to_int(ip: str) -> int:
+    if not valid_ip(ip):
+        raise MinidockerError(f"invalid IP address: {ip!r}")
     a, b, c, d = (int(x) for x in ip.split("."))
     return a << 24 | b << 16 | c << 8 | d
 
@@ -100,15 +131,17 @@ def hosts(subnet: str) -> range:
 
 
 def parse_subnet(subnet: str) -> tuple[int, int]:
-    """A CIDR as (first address, prefix length); refuses what is not one."""
-    match = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3})/(\d{1,2})", subnet)
-    if not match or any(int(b) > 255 for b in match[1].split(".")) or not 8 <= int(match[2]) <= 30:
-        raise MinidockerError(f"invalid subnet {subnet}: an IPv4 CIDR from /8 to /30 is needed")
-    first, prefix = ip_to_int(match[1]), int(match[2])
-    if first & ((1 << (32 - prefix)) - 1):
+    """A CIDR as (first address, prefix length); refuses what is not one.
+
+    Only `network create` takes a subnet, and Docker's fails with exit 1."""
+    address, _, prefix = subnet.partition("/")
+    if not valid_ip(address) or not re.fullmatch(r"[0-9]{1,2}", prefix) or not 8 <= int(prefix) <= 30:
+        raise MinidockerError(f"invalid subnet {subnet}: an IPv4 CIDR from /8 to /30 is needed", 1)
+    first, bits = ip_to_int(address), int(prefix)
+    if first & ((1 << (32 - bits)) - 1):
         raise MinidockerError(f"invalid subnet {subnet}: host bits are set (did you mean "
-                              f"{int_to_ip(first & ~((1 << (32 - prefix)) - 1))}/{prefix}?)")
-    return first, prefix
+                              f"{int_to_ip(first & ~((1 << (32 - bits)) - 1))}/{bits}?)", 1)
+    return first, bits
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -117,10 +150,7 @@ def _overlap(a: str, b: str) -> bool:
 
 
 def _user_networks() -> dict[str, dict]:
-    try:
-        return state.read_json(_dir("networks.json"))
-    except FileNotFoundError:
-        return {}
+    return load("networks.json")
 
 
 def find(name: str) -> dict:
@@ -139,30 +169,35 @@ def all_networks() -> list[dict]:
     return [DEFAULT, *_user_networks().values()]
 
 
+EXIT_NETWORK = 1  # Docker's `network` commands fail with the daemon's error, exit 1 (125 is run's)
+
+
 def create(name: str, subnet: str | None, gateway: str | None) -> dict:
     """A user-defined network: a bridge of its own on a subnet of its own."""
     if not state.valid_name(name) or name in MODES:
-        raise MinidockerError(f"invalid network name {name!r}")
+        raise MinidockerError(f"invalid network name {name!r}", EXIT_NETWORK)
+    if gateway and not valid_ip(gateway):
+        raise MinidockerError(f"invalid gateway {gateway!r}: not an IPv4 address", EXIT_NETWORK)
     os.makedirs(_dir(), exist_ok=True)
     with state.locked(_dir()):
         user = _user_networks()
         if name in user:
-            raise MinidockerError(f"network with name {name} already exists")
+            raise MinidockerError(f"network with name {name} already exists", EXIT_NETWORK)
         taken = [n["Subnet"] for n in all_networks()]
         if subnet:
             parse_subnet(subnet)  # refuses what is not a subnet
             for other in all_networks():
                 if _overlap(subnet, other["Subnet"]):
                     raise MinidockerError(f"invalid pool request: Pool overlaps with other one on this address "
-                                          f"space ({other['Subnet']}, network {other['Name']})")
+                                          f"space ({other['Subnet']}, network {other['Name']})", EXIT_NETWORK)
         else:  # the first free /24 of 172.19.0.0 - 172.31.255.0, as Docker picks from 172.17-31
             subnet = next((f"172.{b}.{c}.0/24" for b in range(19, 32) for c in range(256)
                            if not any(_overlap(f"172.{b}.{c}.0/24", t) for t in taken)), None)
             if subnet is None:
-                raise MinidockerError("no free subnet left for a new network")
+                raise MinidockerError("no free subnet left for a new network", EXIT_NETWORK)
         gateway = gateway or int_to_ip(parse_subnet(subnet)[0] + 1)
         if ip_to_int(gateway) not in hosts(subnet):
-            raise MinidockerError(f"invalid gateway {gateway}: not a host address of {subnet}")
+            raise MinidockerError(f"invalid gateway {gateway}: not a host address of {subnet}", EXIT_NETWORK)
         net_id = os.urandom(32).hex()
         net = {"Name": name, "Id": net_id, "Bridge": "md-" + net_id[:12], "Subnet": subnet, "Gateway": gateway,
                "Created": state.now()}
@@ -176,14 +211,19 @@ def remove(name: str) -> None:
     net = find(name)
     if net is DEFAULT:
         raise MinidockerError("bridge is a pre-defined network and cannot be removed", 1)
+    with state.locked(_dir()):
+        _remove(net)
+
+
+def _remove(net: dict) -> None:
+    """Delete a user-defined network, its bridge and its rules (the lock is held)."""
     users = _ipam().get(net["Name"], {})
     if users:
-        raise MinidockerError(f"error while removing network: network {name} id {net['Id'][:12]} has active "
-                              f"endpoints ({len(users)} container{'s' if len(users) > 1 else ''})", 1)
-    with state.locked(_dir()):
-        user = _user_networks()
-        user.pop(net["Name"], None)
-        state.write_json(_dir("networks.json"), user)
+        raise MinidockerError(f"error while removing network: network {net['Name']} id {net['Id'][:12]} has "
+                              f"active endpoints ({len(users)} container{'s' if len(users) > 1 else ''})", 1)
+    user = _user_networks()
+    user.pop(net["Name"], None)
+    state.write_json(_dir("networks.json"), user)
     if net["Bridge"] in interfaces():
         host.run(["ip", "link", "del", net["Bridge"]], "network")
     _install_rules([n for n in all_networks() if n["Bridge"] in interfaces()])
@@ -226,11 +266,8 @@ def refresh_peers(net_name: str, leaving: str = "") -> None:
 
 
 # -------------------------------------------------------------------- IPAM
-def _ipam() -> dict:
-    try:
-        return state.read_json(_dir("ipam.json"))
-    except FileNotFoundError:
-        return {}
+def _ipam() -> dict[str, dict[str, str]]:
+    return load("ipam.json")
 
 
 def allocate(net: dict, cid: str, wanted: str = "") -> str:
@@ -260,7 +297,10 @@ def release(cid: str) -> None:
     if not os.path.isdir(_dir()):
         return
     with state.locked(_dir()):
-        ipam = _ipam()
+        try:
+            ipam = _ipam()
+        except MinidockerError:  # damaged: `rm` still goes on; the next allocation reports it
+            return
         changed = False
         for used in ipam.values():
             for ip in [ip for ip, owner in used.items() if owner == cid]:
@@ -333,31 +373,41 @@ def _add_line(rules: str, table: str, line: str) -> str:
 
 def _enable_forwarding() -> None:
     """Routing between interfaces is off by default; turn it on, and
-    remember how we found it so that `network prune` can put it back."""
+    remember how we found it so that `network prune` can put it back.
+
+    1 is written even where forwarding is on already (the kernel ignores a
+    write that changes nothing): one step, the same on every host, where a
+    host that runs Docker or podman has it on and a fresh one has it off."""
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         was = f.read().strip()
-    if was != "1":
-        os.makedirs(_dir(), exist_ok=True)
+    if was != "1":  # recorded first: a Ctrl-C after the write still leaves prune what to restore
         with open(_dir(f"ip_forward.{_netns_key()}"), "w") as f:
             f.write(was)
-        host.run(["sysctl", "-w", "net.ipv4.ip_forward=1"], "network")
+    host.write("/proc/sys/net/ipv4/ip_forward", "1", step="network")
 
 
 def ensure_bridge(net: dict) -> None:
-    """Create the network's bridge if this host has none yet (then reuse it)."""
-    if net["Bridge"] in interfaces():
-        return
-    prefix = prefix_len(net["Subnet"])
-    host.run(["ip", "-batch", "-"], "network", stdin=(
-        f"link add {net['Bridge']} type bridge\n"
-        f"addr add {net['Gateway']}/{prefix} dev {net['Bridge']}\n"
-        f"link set {net['Bridge']} up\n"))
-    # A connection from the host to 127.0.0.1:PUBLISHED is DNAT'ed out of
-    # this bridge with its loopback source; Linux drops such packets on any
-    # interface but lo unless route_localnet allows it, here only.
-    host.write(f"/proc/sys/net/ipv4/conf/{net['Bridge']}/route_localnet", "1", step="network")
-    _enable_forwarding()
-    _install_rules([n for n in all_networks() if n["Bridge"] in interfaces()])
+    """Create the network's bridge if this host has none yet (then reuse it).
+
+    Under the network lock, so that two first `run`s at once make one
+    bridge and one set of rules.  Forwarding and the rules come first and
+    the bridge last: a bridge that exists is a finished one, even after a
+    Ctrl-C halfway (the chains are rewritten whole the next time).
+    """
+    os.makedirs(_dir(), exist_ok=True)
+    with state.locked(_dir()):
+        if net["Bridge"] in interfaces():
+            return
+        _enable_forwarding()
+        _install_rules([n for n in all_networks() if n["Bridge"] in interfaces() or n["Name"] == net["Name"]])
+        host.run(["ip", "-batch", "-"], "network", stdin=(
+            f"link add {net['Bridge']} type bridge\n"
+            f"addr add {net['Gateway']}/{prefix_len(net['Subnet'])} dev {net['Bridge']}\n"
+            f"link set {net['Bridge']} up\n"))
+        # A connection from the host to 127.0.0.1:PUBLISHED is DNAT'ed out of
+        # this bridge with its loopback source; Linux drops such packets on any
+        # interface but lo unless route_localnet allows it, here only.
+        host.write(f"/proc/sys/net/ipv4/conf/{net['Bridge']}/route_localnet", "1", step="network")
 
 
 # ------------------------------------------------------------ containers
@@ -368,11 +418,18 @@ def veth_name(cid: str) -> str:
 def attach(rec: dict, pid: int) -> dict:
     """Plug a started container into its network; return its settings."""
     net = find(rec["HostConfig"]["NetworkMode"])
-    ensure_bridge(net)
+    # The address first: a `network prune` meanwhile then sees the network in use.
     ip = allocate(net, rec["Id"], rec["NetworkSettings"]["IPAddress"] or rec["HostConfig"].get("IPAddress", ""))
     prefix = prefix_len(net["Subnet"])
     veth, mac = veth_name(rec["Id"]), mac_for(ip)
     try:
+        ensure_bridge(net)
+        if veth in interfaces():
+            # This container's pair from its last run.  It goes with the old
+            # namespace, but only once nothing holds that any more: moments
+            # after the last process (a kernel worker), or never while a
+            # debugging `nsenter` keeps it.  Deleting one end deletes both.
+            host.run(["ip", "link", "del", veth], "network", check=False)
         host.run(["ip", "-batch", "-"], "network", stdin=(
             f"link add {veth} type veth peer name eth0 address {mac} netns {pid}\n"
             f"link set {veth} master {net['Bridge']} up\n"))
@@ -389,21 +446,29 @@ def attach(rec: dict, pid: int) -> dict:
 
 def prune() -> list[str]:
     """Remove networks and bridges no container uses, their rules; restore ip_forward."""
-    used = {name for name, ips in _ipam().items() if ips}
-    removed = []
-    for net in all_networks():
-        if net["Name"] in used:
-            continue
-        if net is not DEFAULT:  # as Docker: unused user-defined networks go entirely
-            remove(net["Name"])
-            removed.append(net["Name"])
-        elif net["Bridge"] in interfaces():
-            host.run(["ip", "link", "del", net["Bridge"]], "network")
-            removed.append(net["Name"])
-    remaining = [n for n in all_networks() if n["Bridge"] in interfaces()]
-    if remaining:
-        _install_rules(remaining)
-        return removed
+    os.makedirs(_dir(), exist_ok=True)
+    with state.locked(_dir()):
+        used = {name for name, ips in _ipam().items() if ips}
+        removed = []
+        for net in all_networks():
+            if net["Name"] in used:
+                continue
+            if net is not DEFAULT:  # as Docker: unused user-defined networks go entirely
+                _remove(net)
+                removed.append(net["Name"])
+            elif net["Bridge"] in interfaces():
+                host.run(["ip", "link", "del", net["Bridge"]], "network")
+                removed.append(net["Name"])
+        remaining = [n for n in all_networks() if n["Bridge"] in interfaces()]
+        if remaining:
+            _install_rules(remaining)
+        else:
+            _remove_rules()
+    return removed
+
+
+def _remove_rules() -> None:
+    """The last bridge is gone: our jumps and chains go, and ip_forward goes back."""
     saved = host.run(["iptables-save"], "network")
     lines = []
     for table in ("nat", "filter"):
@@ -419,6 +484,5 @@ def prune() -> list[str]:
     original = _dir(f"ip_forward.{_netns_key()}")
     if os.path.exists(original):
         with open(original) as f:
-            host.run(["sysctl", "-w", f"net.ipv4.ip_forward={f.read().strip()}"], "network")
+            host.write("/proc/sys/net/ipv4/ip_forward", f.read().strip(), step="network")
         os.unlink(original)
-    return removed

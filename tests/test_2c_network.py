@@ -8,13 +8,18 @@ address) exists only on the uplink's loopback.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import shutil
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import HOST_IP, PUBLIC_IP, SANDBOX, UPLINK, inspect, md, sh, wait_for
 
 pytestmark = pytest.mark.order(4)
+UPLINK_DEV = f"mdt-h{SANDBOX.split('-')[-1]}"  # the sandbox host's end of its link to the uplink
 
 
 def sandbox_links(kind: str = "veth") -> list[str]:
@@ -88,11 +93,109 @@ def test_nat_rule_exactly_once(row):
         md("run", "--rm", "busybox", "true")
     saved = sh("iptables-save", netns=SANDBOX)
     masquerade = [line for line in saved.splitlines() if "MASQUERADE" in line and "127.0.0.0/8" not in line]
-    assert masquerade == [f"-A MINIDOCKER-POSTROUTING -s 172.18.0.0/24 -o mdt-h{SANDBOX.split('-')[-1]} "
-                          "-j MASQUERADE"]
+    assert masquerade == [f"-A MINIDOCKER-POSTROUTING -s 172.18.0.0/24 -o {UPLINK_DEV} -j MASQUERADE"]
     assert saved.count("--comment minidocker") == 4  # POSTROUTING, FORWARD, PREROUTING, OUTPUT
     assert "! -o" not in saved
     row.result = masquerade[0].split(" ", 2)[2]
+
+
+PEER_ECHO = """
+import socket, sys
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    conn, peer = server.accept()
+    conn.sendall(f"{peer[0]}\\n".encode())
+    conn.close()
+"""
+ECHO_PORT = 7777
+
+
+@pytest.fixture
+def peer_echo():
+    """A TCP server on the uplink's public address that answers with the address it sees."""
+    server = subprocess.Popen(["nsenter", f"--net=/run/netns/{UPLINK}", sys.executable, "-c", PEER_ECHO,
+                               PUBLIC_IP, str(ECHO_PORT)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n"
+        yield
+    finally:
+        server.kill()
+        server.wait()
+
+
+def seen_by_uplink(source: str) -> str:
+    """Connect from the sandbox host itself, from `source`; the address the uplink saw."""
+    client = ("import socket, sys; s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2, "
+              "source_address=(sys.argv[3], 0)); print(s.recv(64).decode(), end='')")
+    return sh(sys.executable, "-c", client, PUBLIC_IP, str(ECHO_PORT), source, netns=SANDBOX).strip()
+
+
+@pytest.mark.row("2C", "Host Internet", "unaffected: the host's own packets leave as they are, a container's NATed")
+def test_host_traffic_is_not_translated(row, peer_echo):
+    """The seed's bug 1: `! -o minidocker0 -j MASQUERADE` NATed the host's own traffic too.
+
+    MASQUERADE rewrites a source to the uplink's primary address, so a
+    packet from that very address looks the same NATed or not.  The host
+    therefore speaks from a second address of its own too (as a host with
+    an alias or a VPN does): that one must reach the uplink unchanged.
+    """
+    alias = "10.231.251.2"
+    md("run", "-d", "busybox", "sleep", "30")  # the bridge, and with it the NAT rules, are in
+    assert "-A MINIDOCKER-POSTROUTING" in sh("iptables-save", "-t", "nat", netns=SANDBOX)
+    sh("ip", "addr", "add", f"{alias}/32", "dev", UPLINK_DEV, netns=SANDBOX)
+    sh("ip", "route", "add", f"{alias}/32", "via", HOST_IP, netns=UPLINK)
+    try:
+        seen = {source: seen_by_uplink(source) for source in (HOST_IP, alias)}
+    finally:
+        sh("ip", "route", "del", f"{alias}/32", netns=UPLINK)
+        sh("ip", "addr", "del", f"{alias}/32", "dev", UPLINK_DEV, netns=SANDBOX)
+    container = md("run", "--rm", "busybox", "nc", PUBLIC_IP, str(ECHO_PORT)).stdout.strip()
+    assert seen == {HOST_IP: HOST_IP, alias: alias}
+    assert container == HOST_IP
+    row.result = f"host's {HOST_IP} and {alias} arrive as sent; a container's as {HOST_IP}"
+
+
+def bridges() -> list[str]:
+    return [line.split(":")[1].strip() for line in sh("ip", "-o", "link", "show", "type", "bridge",
+                                                       netns=SANDBOX).splitlines()]
+
+
+SLOW_IP = """#!/bin/sh
+# ip, two seconds slow to make a bridge (as on a loaded machine): the window a race needs.
+[ "$*" = "-batch -" ] || exec {ip} "$@"
+batch=$(cat)
+case $batch in *"type bridge"*) sleep 2;; esac
+printf '%s\\n' "$batch" | exec {ip} -batch -
+"""
+
+
+@pytest.mark.row("2C", "First runs in parallel", "8 at once on a fresh host: one bridge, rules once, all reachable")
+def test_parallel_first_runs_make_one_bridge(row, tmp_path):
+    md("network", "prune")
+    assert bridges() == [] and "minidocker" not in sh("iptables-save", netns=SANDBOX).lower()
+    # Without the lock, every run that looks before the first bridge is up
+    # makes one too; all but one fail ("File exists").
+    (tmp_path / "ip").write_text(SLOW_IP.format(ip=shutil.which("ip")))
+    (tmp_path / "ip").chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(lambda _: md("run", "-d", "busybox", "sleep", "60", check=False, env=env), range(8)))
+    assert [r.stderr for r in runs if r.returncode] == []
+    assert bridges() == ["minidocker0"]
+    saved = sh("iptables-save", netns=SANDBOX)
+    assert saved.count("--comment minidocker ") == 4  # the jumps: POSTROUTING, FORWARD, PREROUTING, OUTPUT
+    assert [line for line in saved.splitlines() if "MASQUERADE" in line] == [
+        f"-A MINIDOCKER-POSTROUTING -s 172.18.0.0/24 -o {UPLINK_DEV} -j MASQUERADE",
+        "-A MINIDOCKER-POSTROUTING -s 127.0.0.0/8 -o minidocker0 -j MASQUERADE"]
+
+    def reachable(cid: str) -> None:
+        sh("busybox", "ping", "-c", "1", "-W", "2", inspect(cid)["NetworkSettings"]["IPAddress"], netns=SANDBOX)
+        md("exec", cid, "ping", "-c", "1", "-W", "2", PUBLIC_IP)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(reachable, [r.stdout.strip() for r in runs]))
+    row.result = "8 started; 1 bridge, 4 jumps, 2 MASQUERADE; each pinged and pinging out"
 
 
 def test_ip_forward_is_on_in_the_sandbox_only():
@@ -145,8 +248,6 @@ def test_fifty_cycles_leave_nothing(row):
 def test_full_subnet_is_a_clear_error():
     """A /24 has 253 addresses for containers; the 254th is refused, not shared."""
     ipam = os.path.join(os.environ["MINIDOCKER_ROOT"], "network", "ipam.json")
-    import json
-
     with open(ipam) as f:
         data = json.load(f)
     data["bridge"] = {f"172.18.0.{i}": "f" * 64 for i in range(2, 255)}
