@@ -15,31 +15,40 @@ can answer.  (Docker runs a userland proxy process per port instead; this
 costs no memory and no process to watch.)
 
 Each container's rules carry its ID in a comment (`minidocker-<short id>`:
-iptables-save would quote a `:`, and the rules are found by their text) and
-are added when it starts and deleted when it ends.  Ports are reserved in a file under a lock,
+iptables-save would quote a `:`), are added when it starts, and are found
+by that comment and deleted when it ends.  Never by the rule's text:
+iptables prints a rule its own way, and a rule whose text differs from
+ours would never be deleted.  Ports are reserved in a file under a lock,
 and a port a host process already listens on is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 
-from lib import host, state
+from lib import host, network, state
 from lib.host import MinidockerError
 
-CHAIN = "MINIDOCKER-DNAT"
-_SPEC = re.compile(r"(?:(?P<ip>\d+\.\d+\.\d+\.\d+):)?(?:(?P<host>\d*):)?(?P<ctr>\d+)(?:/(?P<proto>tcp|udp))?")
+CHAIN = network.DNAT_CHAIN
+# ASCII digits only: \d would take "٨٠" too, and int() would read it as 80.
+_SPEC = re.compile(r"(?:(?P<ip>[0-9]+(?:\.[0-9]+){3}):)?(?:(?P<host>[0-9]*):)?(?P<ctr>[0-9]+)(?:/(?P<proto>tcp|udp))?")
 
 
 def parse(spec: str) -> dict:
-    """[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]; no host port: any free one."""
+    """[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]; no host port: any free one.
+
+    Ports are numbers: `-p 0080:80` is port 80 in inspect, ps, the rules
+    and the reservations alike, as in Docker.  Kept as text, "0080" and
+    "80" were two ports to the clash check and two rules to iptables."""
     match = _SPEC.fullmatch(spec)
-    if not match or any(p and not 0 < int(p) < 65536 for p in (match["host"], match["ctr"])):
+    if not match or (match["ip"] and not network.valid_ip(match["ip"])) \
+            or any(p and not 0 < int(p) < 65536 for p in (match["host"], match["ctr"])):
         raise MinidockerError(f'invalid port specification: "{spec}"')
-    return {"HostIp": match["ip"] or "0.0.0.0", "HostPort": match["host"] or "",
-            "ContainerPort": match["ctr"], "Proto": match["proto"] or "tcp"}
+    return {"HostIp": match["ip"] or "0.0.0.0", "HostPort": str(int(match["host"])) if match["host"] else "",
+            "ContainerPort": str(int(match["ctr"])), "Proto": match["proto"] or "tcp"}
 
 
 def _registry() -> str:
@@ -54,7 +63,9 @@ def _in_use_on_host(ip: str, port: int, proto: str) -> bool:
     with socket.socket(socket.AF_INET, kind) as probe:
         try:
             probe.bind((ip, port))
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise MinidockerError(f"cannot publish on {ip}: it is not an address of this host") from None
             return True
     return False
 
@@ -73,10 +84,7 @@ def reserve(cid: str, bindings: list[dict]) -> list[dict]:
     """Claim the host ports (choosing free ones where none was given)."""
     os.makedirs(state.path("network"), exist_ok=True)
     with state.locked(state.path("network")):
-        try:
-            taken = state.read_json(_registry())
-        except FileNotFoundError:
-            taken = {}
+        taken = network.load("ports.json", str)
         claimed = []
         for b in bindings:
             port = int(b["HostPort"]) if b["HostPort"] else None
@@ -94,41 +102,44 @@ def reserve(cid: str, bindings: list[dict]) -> list[dict]:
 
 
 def release(cid: str) -> None:
-    if not os.path.exists(_registry()):
+    if not os.path.isdir(state.path("network")):
         return
     with state.locked(state.path("network")):
-        taken = state.read_json(_registry())
+        try:
+            taken = network.load("ports.json", str)
+        except MinidockerError:  # damaged: `rm` still goes on; the next reservation reports it
+            return
         kept = {k: v for k, v in taken.items() if v != cid}
         if kept != taken:
             state.write_json(_registry(), kept)
 
 
-def _rules(cid: str, ip: str, bindings: list[dict]) -> list[str]:
-    rules = []
-    for b in bindings:
-        dest = "" if b["HostIp"] == "0.0.0.0" else f"-d {b['HostIp']}/32 "
-        rules.append(f"{CHAIN} {dest}-p {b['Proto']} -m {b['Proto']} --dport {b['HostPort']} "
-                     f"-m comment --comment minidocker-{cid[:12]} -j DNAT --to-destination {ip}:{b['ContainerPort']}")
-    return rules
+def _comment(cid: str) -> str:
+    return f"minidocker-{cid[:12]}"
 
 
 def publish(cid: str, ip: str, bindings: list[dict]) -> None:
-    rules = _rules(cid, ip, bindings)
+    rules = []
+    for b in bindings:
+        dest = "" if b["HostIp"] == "0.0.0.0" else f"-d {b['HostIp']}/32 "
+        rules.append(f"-A {CHAIN} {dest}-p {b['Proto']} -m {b['Proto']} --dport {b['HostPort']} "
+                     f"-m comment --comment {_comment(cid)} -j DNAT --to-destination {ip}:{b['ContainerPort']}")
     if rules:
-        host.run(["iptables-restore", "--noflush"], "network",
-                 stdin="*nat\n" + "".join(f"-A {r}\n" for r in rules) + "COMMIT\n")
+        host.run(["iptables-restore", "--noflush"], "network", stdin="*nat\n" + "\n".join(rules) + "\nCOMMIT\n")
 
 
-def unpublish(cid: str, ip: str, bindings: list[dict]) -> None:
-    """Delete the container's DNAT rules (those still there) and its ports."""
-    rules = _rules(cid, ip, bindings)
-    if rules:
-        saved = host.run(["iptables-save", "-t", "nat"], "network")
-        present = [r for r in rules if f"-A {r}" in saved]
-        if present:
-            with contextlib.suppress(MinidockerError):
-                host.run(["iptables-restore", "--noflush"], "network",
-                         stdin="*nat\n" + "".join(f"-D {r}\n" for r in present) + "COMMIT\n")
+def unpublish(cid: str, *_: object) -> None:
+    """Delete the container's DNAT rules, found by their comment, and free its ports.
+
+    (Callers may pass the address and bindings it was published with; the
+    comment finds every rule of the container's without them.)"""
+    mark = f" --comment {_comment(cid)} "
+    mine = [line for line in host.run(["iptables-save", "-t", "nat"], "network").splitlines()
+            if line.startswith(f"-A {CHAIN} ") and mark in line]
+    if mine:
+        with contextlib.suppress(MinidockerError):  # gone already (a flush, a prune): nothing to delete
+            host.run(["iptables-restore", "--noflush"], "network",
+                     stdin="*nat\n" + "".join(f"-D{line[2:]}\n" for line in mine) + "COMMIT\n")
     release(cid)
 
 
