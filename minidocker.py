@@ -328,6 +328,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
+    try:
+        return _network(args)
+    except MinidockerError as e:  # Docker: every `network` error is exit 1
+        raise MinidockerError(str(e), 1) from None
+
+
+def _network(args: argparse.Namespace) -> int:
     import json
 
     from lib import network

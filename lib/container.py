@@ -333,7 +333,7 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         update(cid, failed)
         _release(rec, cgroup)
         if published:
-            ports.unpublish(cid, net["IPAddress"], published)
+            ports.unpublish(cid)
         if error is not e:
             raise error from None
         raise
@@ -478,7 +478,7 @@ def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
     veth pair went with its network namespace (network.py)."""
     (cgroup or cgroups.for_container(_private(rec)["Cgroup"])).remove()
     if _private(rec)["Published"]:
-        ports.unpublish(rec["Id"], rec["NetworkSettings"]["IPAddress"], _private(rec)["Published"])
+        ports.unpublish(rec["Id"])
         _private(rec)["Published"] = []
         rec["NetworkSettings"]["Ports"] = {}
 
@@ -593,7 +593,7 @@ def _remove_unreadable(cid: str) -> None:
     name), and its processes are killed with its cgroup."""
     cgroups.for_container(f"{cgroups.default_parent()}/{cid}").remove()
     network.release(cid)
-    ports.release(cid)
+    ports.unpublish(cid)
     for name in os.listdir(state.path("names")) if os.path.isdir(state.path("names")) else []:
         state.release_name(name, cid)
     state.remove_tree(state.container_dir(cid))

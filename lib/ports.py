@@ -128,11 +128,8 @@ def publish(cid: str, ip: str, bindings: list[dict]) -> None:
         host.run(["iptables-restore", "--noflush"], "network", stdin="*nat\n" + "\n".join(rules) + "\nCOMMIT\n")
 
 
-def unpublish(cid: str, *_: object) -> None:
-    """Delete the container's DNAT rules, found by their comment, and free its ports.
-
-    (Callers may pass the address and bindings it was published with; the
-    comment finds every rule of the container's without them.)"""
+def unpublish(cid: str) -> None:
+    """Delete the container's DNAT rules, found by their comment, and free its ports."""
     mark = f" --comment {_comment(cid)} "
     mine = [line for line in host.run(["iptables-save", "-t", "nat"], "network").splitlines()
             if line.startswith(f"-A {CHAIN} ") and mark in line]
