@@ -39,6 +39,7 @@ def plant_leaks() -> tuple[subprocess.Popen, list[str], str]:
     return holder, cgroups, cid
 
 
+@pytest.mark.cgroupv2  # the walk of v2's tree, proven on a pure v2 kernel too
 @pytest.mark.row("2C", "Leaks", "no container, mount or cgroup of ours left; a planted one is seen")
 def test_nothing_of_ours_is_left(row):
     left = leftovers()  # as the suite left it: nothing removed first
