@@ -3,7 +3,9 @@
 Every test runs minidocker.py as a user would, as root, against the real
 kernel.  Nothing here is mocked.  What the tests create is kept apart from a
 user's: a private MINIDOCKER_ROOT and a cgroup parent named for this run.
-After every test, every container is removed, even when the test failed.
+After every test, every container is removed, even when the test failed;
+a test after which a record, cgroup or mount of a container survives that
+removal fails.
 
 Networks are the one thing a mistake could break for the whole machine, so
 minidocker runs in a sandbox "host": a network namespace with a veth to an

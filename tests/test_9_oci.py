@@ -220,7 +220,7 @@ def test_podman_lifecycle(busybox_in_podman, row):
     podman("stop", "-t", "1", cid)
     assert podman("inspect", cid, "--format", "{{.State.ExitCode}}").stdout.strip() == "137"
     podman("rm", "-f", cid)
-    row.result = "exec exit 7; limits in cgroupfs; stop 137; rm -f"
+    row.result = f"exec exit 7; memory {limits['memory']} and pids {limits['pids']} in its cgroup; stop 137; rm -f"
 
 
 def test_podman_interactive_tty(busybox_in_podman):
