@@ -9,7 +9,7 @@ removal fails.
 
 Networks are the one thing a mistake could break for the whole machine, so
 minidocker runs in a sandbox "host": a network namespace with a veth to an
-"uplink" namespace that plays the internet (TESTING.md).  Its bridge, NAT
+"uplink" namespace that plays the internet (docs/testing.md).  Its bridge, NAT
 rules and ip_forward are the sandbox's; the machine's are never touched, and
 the last test checks that they did not change.
 
