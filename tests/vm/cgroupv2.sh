@@ -28,11 +28,21 @@ if [ -z "$kernel" ] || ! command -v vng >/dev/null || ! command -v "$qemu" >/dev
 fi
 results=$(mktemp -d /var/tmp/minidocker-vm.XXXXXX)
 python=$(command -v python3)
-# Inside the guest: /tmp and the state root on tmpfs (an overlay upper
-# directory cannot live on the guest's 9p/virtiofs view of this disk), then
-# the marked tests.  The exit code comes back through the shared directory.
-guest="mount -t tmpfs tmpfs /tmp && cd $top && MINIDOCKER_VERIFICATION=$results \
-  $python -m pytest -p no:cacheprovider -m cgroupv2 -q $* > $results/log 2>&1; echo \$? > $results/rc"
+# Inside the guest, from a script in the shared directory (no quoting through
+# three shells): the checkout is bind-mounted to /run/mdt-src first, so that
+# a tmpfs can go on /tmp even when the checkout lives under /tmp (a fresh
+# clone in /tmp/x); the state root goes on tmpfs too (an overlay upper
+# directory cannot live on the guest's 9p/virtiofs view of this disk).  A
+# venv's python moves with the checkout.
+case "$python" in "$top"/*) python="/run/mdt-src${python#"$top"}" ;; esac
+cat > "$results/guest.sh" <<GUEST
+set -u
+mkdir -p /run/mdt-src && mount --bind '$top' /run/mdt-src && mount -t tmpfs tmpfs /tmp && cd /run/mdt-src || {
+    echo "guest: could not set up the checkout" > '$results/log'; exit 1; }
+MINIDOCKER_VERIFICATION='$results' PYTHONDONTWRITEBYTECODE=1 \
+    '$python' -m pytest -p no:cacheprovider -m cgroupv2 -q $* > '$results/log' 2>&1
+echo \$? > '$results/rc'
+GUEST
 # --disable-kvm: /dev/kvm here is a paravirtual device stock kernels cannot
 # drive, and without the flag the boot hangs.  udev's 80-drivers.rules loads
 # every module the emulated machine could use (~10 s): hidden in a private
@@ -40,10 +50,15 @@ guest="mount -t tmpfs tmpfs /tmp && cd $top && MINIDOCKER_VERIFICATION=$results 
 unshare --mount sh -c "
   rules=/usr/lib/udev/rules.d/80-drivers.rules
   [ -e \$rules ] && mount --bind /dev/null \$rules
-  exec vng --run '$kernel' --disable-kvm --cpus 2 --memory 2G --rwdir '$results' -- \"$guest\"
+  exec vng --run '$kernel' --disable-kvm --cpus 2 --memory 2G --rwdir '$results' -- sh '$results/guest.sh'
 " > "$results/console" 2>&1 || true
 cat "$results/log" 2>/dev/null || { echo "cgroupv2.sh: the VM did not run the tests:"; tail -20 "$results/console"; }
 rc=$(cat "$results/rc" 2>/dev/null || echo 1)
+# Green only when pytest ran and said so: a VM that ran nothing is a failure.
+if [ "$rc" = 0 ] && ! grep -Eq '(^|[ =])[0-9]+ passed' "$results/log" 2>/dev/null; then
+    echo "cgroupv2.sh: FAILED: no test ran in the VM" >&2
+    rc=1
+fi
 mkdir -p "$top/.verification"
 for table in "$results"/phase-*.md; do
     [ -e "$table" ] && cp "$table" "$top/.verification/$(basename "$table" .md)-cgroupv2.md"
