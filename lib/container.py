@@ -169,7 +169,9 @@ def _merge_env(image_env: list[str], user_env: list[str]) -> list[str]:
         key, sep, value = item.partition("=")
         if sep:
             merged[key] = value
-        elif key in os.environ:  # `-e KEY` passes the caller's value, as Docker
+        elif item in user_env and key in os.environ:
+            # `-e KEY` passes the caller's value, as Docker.  An image's bare
+            # KEY does not: an image could name AWS_SECRET_ACCESS_KEY.
             merged[key] = os.environ[key]
     return [f"{k}={v}" for k, v in merged.items()]
 
@@ -268,7 +270,7 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
 
 
 # ----------------------------------------------------------------- start
-def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
+def _launch(cid: str, stdio: tuple) -> runtime.Init:
     """cgroup, namespaces, init; join, go: the container runs when this returns."""
     from lib import runtime
 
@@ -293,7 +295,7 @@ def _launch(cid: str, stdio: tuple, new_session: bool) -> runtime.Init:
         # The init starts first and builds the root filesystem while we
         # make its cgroup.  It cannot run the command before go(), so the
         # command never runs outside its limits.
-        init = runtime.Init(oci, *stdio, new_session)
+        init = runtime.Init(oci, *stdio)
         cgroup.create(rec["HostConfig"])
         # Moving a process between cgroups waits for an RCU grace period in
         # the kernel (~15 ms here): done now, it overlaps the init's mounts.
@@ -351,8 +353,8 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) 
     # without a terminal, `kill` of the CLI) is passed on, as `docker run`
     # does (PID 1 may ignore it).  With -t, keys go to its own pty instead.
     with state.transition(cid):
-        init = _launch(cid, (runtime.INHERIT if interactive else runtime.NULL,
-                             runtime.CONSOLE if tty else runtime.PIPE), new_session=True)
+        init = _launch(cid, (runtime.PIPE if interactive else runtime.NULL,
+                             runtime.CONSOLE if tty else runtime.PIPE))
 
     def forward(sig: int, _frame: object) -> None:
         os.kill(init.pid, sig)
@@ -397,7 +399,7 @@ def _start_detached(cid: str) -> None:
         try:
             with state.transition(cid):
                 tty = load(cid)["Config"]["Tty"]
-                init = _launch(cid, (runtime.NULL, runtime.CONSOLE if tty else runtime.PIPE), new_session=True)
+                init = _launch(cid, (runtime.NULL, runtime.CONSOLE if tty else runtime.PIPE))
         finally:
             os.environ.pop("MINIDOCKER_EXPLAIN", None)
             os.close(explain)
@@ -415,37 +417,33 @@ def _start_detached(cid: str) -> None:
 
 
 def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False) -> int:
-    """Copy output to the log (and our own stdio), wait, record, release."""
+    """Copy output to the log (and our own stdio), our stdin in; wait, record, release."""
+    from lib import stdio
+
     rec = load(cid)
     log = LogWriter(rec["LogPath"])
-    if init.console >= 0:  # a tty: one stream, logged as stdout, as Docker does
-        from lib import terminal
 
-        def output(data: bytes) -> None:
-            log.feed("stdout", data)
-            if echo:
-                with contextlib.suppress(OSError):
-                    terminal.write_all(1, data)
-
-        with terminal.user_side(init.console, interactive) if echo else contextlib.nullcontext():
-            terminal.relay(init.console, interactive and echo, output)
-        os.close(init.console)
-    pipes = {}
-    if init.stdout is not None:
-        pipes = {init.stdout: ("stdout", 1), init.stderr: ("stderr", 2)}
-    while pipes:
-        readable, _, _ = select.select(list(pipes), [], [])
-        for fd in readable:
-            data = os.read(fd, 65536)
-            stream, own = pipes[fd]
-            if not data:
-                del pipes[fd]
-                os.close(fd)
-                continue
+    def copier(stream: str, own: int):
+        def copy(data: bytes) -> None:
             log.feed(stream, data)
             if echo:
                 with contextlib.suppress(OSError):
-                    os.write(own, data)
+                    stdio.write_all(own, data)
+        return copy
+
+    if init.console >= 0:  # a tty: one stream, logged as stdout, as Docker does
+        from lib import terminal
+
+        with terminal.user_side(init.console, interactive) if echo else contextlib.nullcontext():
+            stdio.pump({init.console: copier("stdout", 1)}, init.console if interactive and echo else None,
+                       close_sink_at_eof=False)
+        os.close(init.console)
+    elif init.stdout is not None:
+        stdin, init.stdin = init.stdin, None  # pump closes it when our stdin ends
+        stdio.pump({init.stdout: copier("stdout", 1), init.stderr: copier("stderr", 2)}, stdin,
+                   close_sink_at_eof=True)
+        os.close(init.stdout)
+        os.close(init.stderr)
     log.close()
     code = init.wait()
     _finish(cid, code)
@@ -630,6 +628,5 @@ def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactiv
     process = {**oci["process"], "args": command, "env": _merge_env(rec["Config"]["Env"], env),
                "cwd": workdir or rec["Config"]["WorkingDir"]}
     procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(_private(rec)["Cgroup"]).dirs()]
-    for sig in (signal.SIGINT, signal.SIGQUIT):  # the terminal's Ctrl-C is the process's, not ours
-        signal.signal(sig, signal.SIG_IGN)
-    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), procs, interactive, tty=tty)
+    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), procs,
+                           runtime.PIPE if interactive else runtime.NULL, runtime.CONSOLE if tty else runtime.PIPE)

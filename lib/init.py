@@ -88,10 +88,14 @@ def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int
     """Become the process: its directory, confinement, then execve(2)."""
     import signal
 
-    # Python ignores SIGPIPE and SIGXFSZ for itself (and exec's parent, Ctrl-C),
-    # and an ignored signal stays ignored across execve: restore the defaults.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
+    # An ignored signal stays ignored across execve, and a blocked one stays
+    # blocked: Python ignores SIGPIPE and SIGXFSZ, and the caller may have
+    # ignored or blocked anything (`trap '' TERM`).  The command starts with
+    # every signal at its default, as under runc.
+    for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+        with contextlib.suppress(OSError, ValueError):  # the C library's own real-time signals
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
     env = dict(e.split("=", 1) for e in process["env"] if "=" in e)
     user = process.setdefault("user", {})
     if user.get("username"):
@@ -117,6 +121,19 @@ def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int
     except OSError as e:
         reason = "is a directory" if os.path.isdir(args[0]) else e.strerror.lower()
         raise host.MinidockerError(f'exec: "{args[0]}": {reason}', host.EXIT_CANNOT_INVOKE) from None
+
+
+def no_more_imports() -> None:
+    """From here on, import nothing from a file.
+
+    After pivot_root (or setns into the container's mounts) a path such as
+    /usr/lib/python3/.../x.py names the *image's* file: a lazy import there
+    would run the image's code as root with every capability.  Without the
+    path finder, only modules already loaded, built in or frozen can be
+    imported; a forgotten lazy import then fails loudly instead."""
+    import sys
+
+    sys.meta_path[:] = [finder for finder in sys.meta_path if getattr(finder, "__name__", "") != "PathFinder"]
 
 
 def _enter_user_namespace(go_fd: int, report_fd: int) -> None:
@@ -184,6 +201,7 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
         terminal.preload()
     seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
     sysctls = [(namespaces.sysctl_path(k, wanted), v) for k, v in (spec["linux"].get("sysctl") or {}).items()]
+    no_more_imports()
     rootfs.pivot(root)
     # Everything below works on paths as the container sees them.  Before
     # pivot_root, a path like <rootfs>/proc/sys leads through the image's own

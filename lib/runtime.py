@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from lib import host, init, namespaces, seccomp, terminal
+from lib import host, init, namespaces, seccomp, stdio, terminal
 from lib.host import MinidockerError
 
 INHERIT, NULL, PIPE, CONSOLE = "inherit", "null", "pipe", "console"
@@ -32,14 +32,19 @@ INHERIT, NULL, PIPE, CONSOLE = "inherit", "null", "pipe", "console"
 class Init:
     """A container's first process, started and held before its execve.
 
-    stdin is INHERIT or NULL; stdout and stderr are INHERIT (a terminal),
-    PIPE, whose read ends are then `stdout` and `stderr`, or CONSOLE: a pty
-    of the container's own, whose master is `console` after go().
+    stdin is INHERIT (an engine's own, passed through), NULL, or PIPE, whose
+    write end is then `stdin`; stdout and stderr are INHERIT, PIPE, whose
+    read ends are then `stdout` and `stderr`, or CONSOLE: a pty of the
+    container's own, whose master is `console` after go().  Whatever the
+    modes, the init starts a session of its own (setsid), as runc's does: a
+    terminal passed through is then never its controlling terminal, so it
+    can neither push keys into it (TIOCSTI) nor signal the caller's group.
     """
 
-    def __init__(self, spec: dict, stdin: str, output: str, new_session: bool) -> None:
+    def __init__(self, spec: dict, stdin: str, output: str) -> None:
         self._report_r, report_w = os.pipe()  # os.pipe() fds are close-on-exec
         go_r, self._go_w = os.pipe()
+        stdin_pipe = os.pipe() if stdin == PIPE else None
         pipes = [os.pipe(), os.pipe()] if output == PIPE else []
         self._console_sock, console_end = _console_pair() if output == CONSOLE else (None, None)
         self.console = -1
@@ -48,16 +53,12 @@ class Init:
             pid = os.fork()
         if pid == 0:  # the child: PID 1 of the new pid namespace (when the spec asks for one)
             try:
+                _unreadable()
                 os.close(self._report_r)
                 os.close(self._go_w)
-                if console_end is not None:  # the user's terminal never reaches the container
+                if console_end is not None:
                     self._console_sock.close()
-                    stdin, pipes, new_session = NULL, [], False
-                    null = os.open(os.devnull, os.O_WRONLY)
-                    os.dup2(null, 1)
-                    os.dup2(null, 2)
-                    os.close(null)
-                self._child_stdio(stdin, pipes, new_session)
+                _child_stdio(stdin, stdin_pipe, pipes, console_end is not None)
                 init.main(spec, go_r, report_w, console_end.detach() if console_end is not None else -1)
             except host.MinidockerError as e:
                 with contextlib.suppress(BaseException):
@@ -71,6 +72,10 @@ class Init:
         os.close(go_r)
         if console_end is not None:
             console_end.close()
+        self.stdin: int | None = None
+        if stdin_pipe is not None:
+            os.close(stdin_pipe[0])
+            self.stdin = stdin_pipe[1]
         self.stdout: int | None = None
         self.stderr: int | None = None
         if pipes:
@@ -85,21 +90,6 @@ class Init:
         if fd is not None:
             setattr(self, name, None)
             os.close(fd)
-
-    @staticmethod
-    def _child_stdio(stdin: str, pipes: list[tuple[int, int]], new_session: bool) -> None:
-        if os.environ.get("MINIDOCKER_EXPLAIN"):  # keep --explain off the container's stderr
-            os.environ["MINIDOCKER_EXPLAIN"] = str(os.dup(2))
-        if new_session:
-            os.setsid()
-        if stdin == NULL:
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.close(null)
-        for target, (read_end, write_end) in zip((1, 2), pipes, strict=False):
-            os.dup2(write_end, target)
-            os.close(write_end)
-            os.close(read_end)
 
     def wait_ready(self) -> None:
         """Wait until the init runs inside its new namespaces.
@@ -173,7 +163,7 @@ class Init:
 
     def abort(self) -> None:
         """Give up: the init exits without running anything."""
-        for name in ("_go_w", "_report_r", "stdout", "stderr"):
+        for name in ("_go_w", "_report_r", "stdin", "stdout", "stderr"):
             self._close(name)
         if self._console_sock is not None:
             self._console_sock.close()
@@ -192,6 +182,40 @@ class Init:
         return self.status
 
 
+def _unreadable() -> None:
+    """First thing in a child that is going into a container: not dumpable.
+
+    Until execve it holds the caller's environment and fds and the host's
+    view of things, and an exec'd child is visible in the container's pid
+    namespace at once: root in there could read /proc/<it>/environ, or open
+    /proc/<it>/fd/N, in that window.  PR_SET_DUMPABLE 0 makes /proc/<it>
+    root's of the host only; execve makes the command dumpable again."""
+    host._call("prctl", 4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _child_stdio(stdin: str, stdin_pipe: tuple[int, int] | None, pipes: list[tuple[int, int]],
+                 console: bool) -> None:
+    """The container's fds 0, 1, 2, in a session of its own; nothing else of ours."""
+    if os.environ.get("MINIDOCKER_EXPLAIN"):  # keep --explain off the container's stderr
+        os.environ["MINIDOCKER_EXPLAIN"] = str(os.dup(2))
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    if stdin_pipe is not None:
+        os.dup2(stdin_pipe[0], 0)
+        os.close(stdin_pipe[0])
+        os.close(stdin_pipe[1])
+    elif stdin == NULL or console:
+        os.dup2(null, 0)
+    for target, (read_end, write_end) in zip((1, 2), pipes, strict=False):
+        os.dup2(write_end, target)
+        os.close(write_end)
+        os.close(read_end)
+    if console:  # until the pty replaces them: the user's terminal never reaches the container
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    os.close(null)
+
+
 def _console_pair() -> tuple:
     """A socket pair over which the init sends its pty's master (SCM_RIGHTS)."""
     import socket
@@ -199,18 +223,30 @@ def _console_pair() -> tuple:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
+def _close_all_but(keep: set[int]) -> None:
+    """Close every fd but those listed: what the caller had open has no
+    business in a container, not even until execve."""
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_procs: list[str],
-            interactive: bool, detach: bool = False, console_socket: str = "", preserve_fds: int = 0,
-            tty: bool = False) -> int:
+            stdin: str, output: str, detach: bool = False, console_socket: str = "", preserve_fds: int = 0) -> int:
     """Run a process inside a running container (exec); its exit code.
 
     A forked child joins the container's cgroup and pid namespace (as a
     member, not PID 1), then its ipc, uts, net and mount namespaces (the
     last also makes the container's / our root), and takes on the same
-    capabilities, seccomp filter and user as the container's PID 1.
+    capabilities, seccomp filter and user as the container's PID 1.  Its
+    stdio as Init's: INHERIT (an engine's, with an engine's console socket)
+    or, from our own CLI, pipes and a pty that we copy (stdio.py).
     """
     report_r, report_w = os.pipe()
-    ours, console_sock = _console_pair() if tty and not console_socket else (None, None)
+    ours, console_sock = _console_pair() if output == CONSOLE else (None, None)
+    stdin_pipe = os.pipe() if stdin == PIPE and output != CONSOLE else None  # a pty is its stdin too
+    pipes = [os.pipe(), os.pipe()] if output == PIPE else []
     # Compiled here: after setns into the container's mounts, the host's
     # Python library (and libseccomp's bindings) can no longer be found.
     seccomp_filter = seccomp.compile_filter(seccomp_profile) if seccomp_profile else None
@@ -218,6 +254,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
         pid = os.fork()
     if pid == 0:
         try:
+            _unreadable()
             os.close(report_r)
             if ours is not None:
                 ours.close()
@@ -229,12 +266,12 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
                 console = terminal.connect_console(console_socket) if console_socket else -1
             if console >= 0:
                 terminal.preload()
-            if not interactive and console < 0:
-                null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.close(null)
+            _child_stdio(stdin, stdin_pipe, pipes, console >= 0)
+            explain = int(os.environ.get("MINIDOCKER_EXPLAIN", "-1"))
+            _close_all_but({0, 1, 2, report_w, console, explain, *range(3, 3 + preserve_fds)})
             if host.explaining():
                 import shlex  # noqa: F401 -- explain quotes with it; after joining the mounts it is gone
+            init.no_more_imports()
             namespaces.join_all(target)
             if console >= 0:
                 terminal.take_console("/dev/pts", console)
@@ -248,11 +285,22 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
                 os.write(report_w, f"{host.EXIT_CANNOT_INVOKE} exec: {e}".encode())
         os._exit(host.EXIT_CANNOT_INVOKE)
     os.close(report_w)
-    master = -1
+    if output != INHERIT:  # our own CLI: a signal that reaches us is the process's, as for `run`
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, lambda number, _frame: os.kill(pid, number))
+    master, sink, outputs = -1, None, {}
     if ours is not None:
         console_sock.close()
         master = terminal.receive_master(ours)
         ours.close()
+    if stdin_pipe is not None:
+        os.close(stdin_pipe[0])
+        sink = stdin_pipe[1]
+    for (read_end, write_end), own in zip(pipes, (1, 2), strict=False):
+        os.close(write_end)
+        outputs[read_end] = own
     report = b""
     while chunk := os.read(report_r, 4096):
         report += chunk
@@ -263,9 +311,15 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
         return pid
     if master >= 0:
         if not report:
-            with terminal.user_side(master, interactive):
-                terminal.relay(master, interactive, lambda data: terminal.write_all(1, data))
+            with terminal.user_side(master, stdin == PIPE):
+                stdio.pump({master: lambda data: stdio.write_all(1, data)}, master if stdin == PIPE else None,
+                           close_sink_at_eof=False)
         os.close(master)
+    elif outputs:
+        stdio.pump({fd: (lambda data, own=own: stdio.write_all(own, data)) for fd, own in outputs.items()},
+                   sink, close_sink_at_eof=True)
+        for fd in outputs:
+            os.close(fd)
     _, status = os.waitpid(pid, 0)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
     if report:

@@ -68,7 +68,8 @@ def take_console(dev_pts: str, sock_fd: int) -> None:
     with socket.socket(fileno=sock_fd) as sock:
         socket.send_fds(sock, [b"/dev/ptmx"], [master])
     os.close(master)
-    os.setsid()  # a new session, so that the slave can become its controlling terminal
+    if os.getsid(0) != os.getpid():  # a session of our own, so that the slave can become its terminal
+        os.setsid()
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -114,42 +115,3 @@ def user_side(master: int, interactive: bool):
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write may take only part of a large write; a terminal often does."""
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def relay(master: int, interactive: bool, output) -> None:
-    """Copy keystrokes into the container's pty and its output to `output`,
-    until every process holding the slave is gone (reading the master then
-    fails with EIO).  The master is non-blocking, and typed input waits in a
-    buffer, so a container that stops reading never stops its output."""
-    import select
-
-    os.set_blocking(master, False)
-    readers, pending = [master] + ([0] if interactive else []), b""
-    while True:
-        readable, writable, _ = select.select(readers, [master] if pending else [], [])
-        if master in readable:
-            try:
-                data = os.read(master, 65536)
-            except BlockingIOError:
-                data = None
-            except OSError:  # EIO: the slave's last holder has exited
-                data = b""
-            if data == b"":
-                return
-            if data:
-                output(data)
-        if 0 in readable:
-            typed = os.read(0, 4096)
-            if typed:
-                pending += typed
-            else:  # our stdin ended: nothing more to type
-                readers.remove(0)
-        if writable and pending:
-            with contextlib.suppress(BlockingIOError):
-                pending = pending[os.write(master, pending):]
