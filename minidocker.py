@@ -730,6 +730,9 @@ def main(argv: list[str]) -> int:
         return e.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `logs | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # and the exit's flush of stdout must not fail again
+        return 141
     except Exception as e:  # a bug of ours: one line, unless --debug asks for more
         if debug:
             raise

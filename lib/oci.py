@@ -38,6 +38,11 @@ OCI_VERSION = "1.0.2"
 
 
 def _state_dir(root: str, cid: str) -> str:
+    """The container's directory under --root; an ID is a name, never a path (as runc checks)."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", cid) or cid in (".", ".."):
+        raise MinidockerError(f"invalid container id {cid!r}: letters, digits and _.+- only", 1)
     return os.path.join(root, cid)
 
 
@@ -93,7 +98,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
         raise MinidockerError("joining an existing user namespace is not supported by minidocker-runc", 1)
     spec["root"]["path"] = os.path.join(bundle, spec["root"]["path"])
     fifo = os.path.join(sdir, "exec.fifo")
-    spec.setdefault("annotations", {})["org.minidocker.exec-fifo"] = fifo
+    # Our own annotations steer the init (a console socket to connect to, a
+    # FIFO): a bundle's own are data, never instructions to us.
+    own = {k: v for k, v in (spec.get("annotations") or {}).items() if not k.startswith("org.minidocker.")}
+    spec["annotations"] = {**own, "org.minidocker.exec-fifo": fifo}
     spec["annotations"]["org.minidocker.preserve-fds"] = str(preserve_fds)
     cgroup = cgroups.for_container(linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}")
     os.makedirs(sdir, mode=0o711)
@@ -107,7 +115,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
         spec["annotations"]["org.minidocker.console-socket"] = console_socket
     init = None
     try:
-        init = runtime.Init(spec, runtime.INHERIT, runtime.INHERIT, new_session=False)
+        init = runtime.Init(spec, runtime.INHERIT, runtime.INHERIT)
         cgroup.create(_limits(linux.get("resources") or {}))
         cgroup.join(init.pid)
         init.wait_ready()
@@ -116,7 +124,7 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
         init.wait_waiting()
         st = {"ociVersion": OCI_VERSION, "id": cid, "pid": init.pid, "pidStart": state.process_start_time(init.pid),
               "bundle": os.path.abspath(bundle), "created": state.now(), "cgroupsPath": cgroup.name,
-              "annotations": spec.get("annotations", {}), "owner": ""}
+              "annotations": own, "owner": ""}
         state.write_json(os.path.join(sdir, "state.json"), st)
         if pid_file:
             with open(pid_file, "w") as f:
@@ -211,7 +219,8 @@ def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
     if process.get("terminal") and not args.console_socket:
         raise MinidockerError("a terminal needs --console-socket", 1)
     procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(st["cgroupsPath"]).dirs()]
-    result = runtime.exec_in(st["pid"], process, spec.get("linux", {}).get("seccomp"), procs, interactive=True,
+    result = runtime.exec_in(st["pid"], process, spec.get("linux", {}).get("seccomp"), procs, runtime.INHERIT,
+                             runtime.INHERIT,
                              detach=args.detach, console_socket=args.console_socket if process.get("terminal") else "",
                              preserve_fds=args.preserve_fds)
     if args.detach:

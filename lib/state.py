@@ -87,16 +87,38 @@ def read_json(file: str) -> dict:
 
 
 def remove_tree(top: str) -> None:
-    """rm -rf, without `shutil` (5 ms of imports on every `run --rm`)."""
-    for dirpath, dirs, files in os.walk(top, topdown=False):
-        for name in files:
-            os.unlink(os.path.join(dirpath, name))
-        for name in dirs:
-            sub = os.path.join(dirpath, name)
-            if os.path.islink(sub):  # a link to a directory is listed with them
-                os.unlink(sub)
-            else:
-                os.rmdir(sub)
+    """rm -rf, without `shutil` (5 ms of imports on every `run --rm`).
+
+    A container's upper directory is the container's to shape: thousands of
+    directories deep (a recursive walk overflows Python's stack), paths
+    longer than PATH_MAX, symlinks anywhere.  So the walk keeps one directory
+    fd at a time, descends with O_NOFOLLOW, climbs with "..", and never
+    follows a link: it removes links, never what they point at."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    current, names = os.open(top, flags), []
+    try:
+        while True:
+            sub = None
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        sub = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=current)
+            if sub is not None:
+                child = os.open(sub, flags, dir_fd=current)
+                os.close(current)
+                current = child
+                names.append(sub)
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags, dir_fd=current)
+            os.close(current)
+            current = parent
+            os.rmdir(names.pop(), dir_fd=current)
+    finally:
+        os.close(current)
     os.rmdir(top)
 
 

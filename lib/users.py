@@ -17,16 +17,26 @@ The rules are runc's and Docker's (libcontainer/user):
 
 from __future__ import annotations
 
+import os
+
 from lib.host import MinidockerError
 
 
 def _entries(path: str, fields: int) -> list[list[str]]:
     """colon-separated lines, as getpwent(3) reads them; a missing file is empty."""
+    import stat
+
+    # Not blocking, and a regular file only: an image's /etc/passwd may be a
+    # FIFO (open would wait forever, with the container's lock held) or a
+    # device; either reads as no file.  And not endless: 1 MiB.
     try:
-        with open(path, errors="replace") as f:
-            lines = f.read(1 << 20).splitlines()  # a hostile image could make it endless
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
         return []
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        lines = f.read(1 << 20).decode(errors="replace").splitlines()
     rows = []
     for line in lines:
         parts = line.split(":")

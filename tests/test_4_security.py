@@ -7,9 +7,11 @@ with the host's own Python, bind-mounted read-only into the container.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import tarfile
 import threading
@@ -153,7 +155,7 @@ def test_ptrace(row):
     row.result = f"PTRACE_ATTACH {victim.pid}: {result}; TracerPid 0"
 
 
-MASKED_FILES = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"]
+MASKED_FILES = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/interrupts"]
 
 
 @pytest.mark.row("4", "read /proc/kcore, keys, timer_list", "masked: /dev/null (1:3) over each")
@@ -360,28 +362,28 @@ def test_state_root_is_closed_to_other_users(tmp_path, row):
     row.result = "mode 0710; uid 65534: stat upper/: Permission denied"
 
 
-def _image_with_user(base, tmp_path, user: str) -> str:
-    """A docker-save archive of busybox whose config says USER, loaded."""
+def _image_with_config(base, tmp_path, name: str, config: dict) -> str:
+    """A docker-save archive of busybox with this image config, loaded."""
+    import hashlib
+
     layer = tmp_path / "layer.tar"
     with tarfile.open(layer, "w") as tar:
         tar.add(base, arcname=".")
-    import hashlib
-
     diff_id = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"User": user, "Cmd": ["id"]},
-                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    archive = tmp_path / "user.tar"
+    blob = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
+                       "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    config_name = hashlib.sha256(blob).hexdigest() + ".json"
+    archive = tmp_path / f"{name}.tar"
     with tarfile.open(archive, "w") as tar:
-        for name, data in ((config_name, config),
-                           ("manifest.json", json.dumps([{"Config": config_name, "RepoTags": ["mdt-user:latest"],
-                                                          "Layers": ["layer.tar"]}]).encode())):
-            path = tmp_path / name
+        for member, data in ((config_name, blob),
+                             ("manifest.json", json.dumps([{"Config": config_name, "RepoTags": [f"{name}:latest"],
+                                                            "Layers": ["layer.tar"]}]).encode())):
+            path = tmp_path / member
             path.write_bytes(data)
-            tar.add(path, arcname=name)
+            tar.add(path, arcname=member)
         tar.add(layer, arcname="layer.tar")
     md("load", "-i", str(archive))
-    return "mdt-user"
+    return name
 
 
 @pytest.mark.row("4", "-u NAME and an image's USER", "looked up in the container's /etc/passwd")
@@ -389,7 +391,7 @@ def test_users_by_name(busybox_tree, tmp_path, row):
     assert inside("id; echo $HOME", "-u", "nobody").split() == \
         ["uid=65534(nobody)", "gid=65534(nogroup)", "groups=65534(nogroup)", "/nonexistent"]
     assert inside("id -u; id -g", "-u", "daemon:tty").split() == ["1", "5"]
-    image = _image_with_user(busybox_tree, tmp_path, "nobody")
+    image = _image_with_config(busybox_tree, tmp_path, "mdt-user", {"User": "nobody", "Cmd": ["id"]})
     assert md("run", "--rm", "--network", "none", image).stdout.startswith("uid=65534(nobody)")
     unknown = md("run", "--rm", "--network", "none", "-u", "mdt-nosuchuser", "busybox", "true", check=False)
     assert unknown.returncode == 125 and unknown.stderr == \
@@ -511,3 +513,120 @@ def test_bundle_cannot_set_a_host_sysctl(busybox_tree, tmp_path, row):
     assert results["net/../kernel/core_pattern"] == (1, "minidocker-runc: invalid sysctl 'net/../kernel/core_pattern'")
     assert results["net.ipv4.ip_forward"][0] == 0  # the container's own network namespace: its to set
     row.result = "core_pattern: refused; net/../: refused; net.ipv4.ip_forward: set"
+
+
+@pytest.mark.row("4", "exec without -t: the caller's terminal and group", "pipes, a session of its own")
+def test_exec_gets_neither_the_terminal_nor_the_group(row, tmp_path):
+    """From a script, as a cron job would run it: the exec'd process signals
+    its own process group; the script and a bystander of the caller's group
+    must survive, and the process's fds are pipes, never the caller's."""
+    cid = md("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+    script = (f"sleep 60 >/dev/null 2>&1 & echo bystander=$!; {shlex.join(MINIDOCKER)} exec {cid} sh -c "
+              "'ls -l /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2; kill -TERM 0'; echo script-went-on rc=$?")
+    out = subprocess.run(["setsid", "sh", "-c", script], capture_output=True, text=True, timeout=60).stdout
+    bystander = int(re.search(r"bystander=(\d+)", out)[1])
+    try:
+        with open(f"/proc/{bystander}/stat") as f:
+            alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        alive = False
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(bystander, 9)
+    assert "script-went-on rc=143" in out and alive, out
+    assert out.count("-> pipe:[") == 2 and "/proc/self/fd/0 -> /dev/null" in out, out
+    row.result = "kill -TERM 0 ended only itself (143); the script and its group went on"
+
+
+@pytest.mark.row("4", "/proc/<exec'd process> before its execve", "nothing to read: not dumpable")
+def test_exec_window_is_not_readable(row):
+    """A process of the container's reads every /proc/*/environ it can, while
+    `exec` runs with a secret in the caller's environment."""
+    cid = md("run", "-d", "--network", "none", "busybox", "sh", "-c",
+             "while :; do cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep MDT_SECRET >> /found; done"
+             ).stdout.strip()
+    env = {**os.environ, "MDT_SECRET": "caller-only"}
+    for _ in range(25):
+        md("exec", cid, "true", env=env)
+    assert md("exec", cid, "cat", "/found").stdout == ""
+    row.result = "25 execs with MDT_SECRET in the caller's environment: never seen"
+
+
+def test_image_env_cannot_pull_the_callers_variables(busybox_tree, tmp_path):
+    image = _image_with_config(busybox_tree, tmp_path, "mdt-env", {"Env": ["PATH=/bin:/usr/bin", "MDT_CALLER_SECRET"],
+                                                                   "Cmd": ["env"]})
+    env = {**os.environ, "MDT_CALLER_SECRET": "hunter2", "MDT_PASSED": "yes"}
+    out = md("run", "--rm", "--network", "none", "-e", "MDT_PASSED", image, env=env).stdout
+    assert "hunter2" not in out and "MDT_PASSED=yes" in out  # -e KEY passes the caller's, as Docker
+
+
+@pytest.mark.row("4", "a FIFO at the image's /etc/passwd", "no hang: start, exec, rm -f go on")
+def test_fifo_passwd_does_not_hang(row):
+    cid = md("run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+    md("exec", cid, "sh", "-c", "rm /etc/passwd && mkfifo /etc/passwd")
+    assert md("exec", cid, "echo", "ok", timeout=20).stdout == "ok\n"  # (busybox's own `id` would wait on it)
+    md("restart", "-t", "1", cid, timeout=30)
+    assert md("rm", "-f", cid, timeout=20).stdout.strip() == cid
+    row.result = "exec, restart, rm -f: each returned"
+
+
+def test_deep_upper_directory_is_removed(row):
+    cid = md("run", "--network", "none", "busybox", "sh", "-c",
+             "cd /tmp && i=0 && while [ $i -lt 1200 ]; do mkdir d && cd d && i=$((i+1)); done && ln -s / up").stdout
+    cid = md("ps", "-aq", "--no-trunc").stdout.strip()
+    done = md("rm", cid, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert not os.path.exists(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers", cid))
+
+
+def test_the_callers_signal_dispositions_do_not_pass():
+    out = subprocess.run(["sh", "-c", f"trap '' TERM HUP USR1; {shlex.join(MINIDOCKER)} run --rm --network none "
+                          "busybox grep -E '^Sig(Ign|Blk)' /proc/self/status"], capture_output=True, text=True).stdout
+    assert out.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"], out
+
+
+def test_runc_ids_are_names(tmp_path):
+    root = tmp_path / "root"
+    done = subprocess.run([os.path.join(TOP, "minidocker-runc"), "--root", str(root), "create", "--bundle",
+                           str(tmp_path), "../escaped"], capture_output=True, text=True)
+    assert done.returncode == 1 and "invalid container id '../escaped'" in done.stderr
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_logs_into_a_closed_pipe():
+    cid = md("run", "--network", "none", "busybox", "sh", "-c", "seq 1 100000").stdout and \
+        md("ps", "-aq").stdout.strip()
+    done = subprocess.run(["sh", "-c", f"{shlex.join(MINIDOCKER)} logs {cid} | head -1"], capture_output=True,
+                          text=True)
+    assert done.stdout == "1\n" and done.stderr == ""
+
+
+def test_a_bundles_own_annotations_do_not_steer_the_init(busybox_tree, tmp_path):
+    """org.minidocker.* annotations are the runtime's instructions to its init;
+    from a bundle they are data: here, a console socket it must not connect to."""
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(tmp_path / "lure.sock"))
+    listener.listen(1)
+    listener.settimeout(3)
+    subprocess.run(["cp", "-a", str(busybox_tree), str(tmp_path / "rootfs")], check=True)
+    spec = {"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"args": ["true"], "cwd": "/", "env": ["PATH=/bin"]},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "annotations": {"org.minidocker.console-socket": str(tmp_path / "lure.sock")},
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "mount")],
+                      "cgroupsPath": f"/mdt-annotation-{os.getpid()}/c1"}}
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    runc = [os.path.join(TOP, "minidocker-runc"), "--root", str(tmp_path / "state")]
+    try:
+        subprocess.run([*runc, "create", "--bundle", str(tmp_path), "c1"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        subprocess.run([*runc, "delete", "--force", "c1"], capture_output=True)
+        listener.close()
+        for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
+            if os.path.isdir(f"{top}/mdt-annotation-{os.getpid()}"):
+                os.rmdir(f"{top}/mdt-annotation-{os.getpid()}")
