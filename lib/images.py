@@ -282,10 +282,14 @@ def _shifted(diff_id: str, shift: int) -> str:
         return final
     tmp = tempfile.mkdtemp(prefix=".shift-", dir=_dir("layers"))
     host.run(["cp", "-a", layer_path(diff_id) + "/.", tmp], "images")
+    done: set[tuple[int, int]] = set()  # hard links are one inode: shift it once, not once a name
     for dirpath, dirs, files in os.walk(tmp):
         for name in [*dirs, *files, ""] if dirpath == tmp else [*dirs, *files]:
             path = os.path.join(dirpath, name) if name else dirpath
             info = os.lstat(path)
+            if (info.st_dev, info.st_ino) in done:
+                continue
+            done.add((info.st_dev, info.st_ino))
             os.lchown(path, info.st_uid + shift, info.st_gid + shift)
             if not os.path.islink(path) and info.st_mode & 0o6000:  # chown cleared setuid/setgid
                 os.chmod(path, info.st_mode & 0o7777)

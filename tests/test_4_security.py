@@ -630,3 +630,14 @@ def test_a_bundles_own_annotations_do_not_steer_the_init(busybox_tree, tmp_path)
         for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
             if os.path.isdir(f"{top}/mdt-annotation-{os.getpid()}"):
                 os.rmdir(f"{top}/mdt-annotation-{os.getpid()}")
+
+
+def test_userns_shifts_a_hard_linked_file_once(busybox_tree, tmp_path):
+    tree = tmp_path / "linked"
+    subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
+    (tree / "etc" / "a").write_text("one inode, two names\n")
+    os.link(tree / "etc" / "a", tree / "etc" / "b")
+    image = _image_with_config(tree, tmp_path, "mdt-hardlink", {"Cmd": ["sh"]})
+    out = md("run", "--rm", "--network", "none", "--userns", "private", image, "sh", "-c",
+             "stat -c '%u %h' /etc/a; echo more >> /etc/b && echo written").stdout
+    assert out == "0 2\nwritten\n", out  # shifted twice, it was 200000 outside: nobody's inside
