@@ -9,17 +9,16 @@ calling into lib/, where every module is named for the kernel feature it
 teaches (namespaces, rootfs, cgroups, network, ...).
 """
 
-from __future__ import annotations
-
-import time
-
-STARTED = time.monotonic()  # --explain counts milliseconds from here
-
-import _signal  # noqa: E402 -- the C module: `signal` would import enum (4 ms)
+import _signal  # the C module: `signal` would import enum (4 ms)
 
 # Ctrl-C before main() has nothing to undo: die of it quietly (exit 130 to
 # the shell) rather than print a KeyboardInterrupt traceback from an import.
+# First of all, and so no `from __future__` here: that is an import too.
 _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+
+import time  # noqa: E402
+
+STARTED = time.monotonic()  # --explain counts milliseconds from here
 
 import argparse  # noqa: E402 -- after STARTED, so that imports count too
 import os  # noqa: E402
