@@ -114,8 +114,8 @@ def spawn(argv: list[str], step: str, **popen_args: object) -> subprocess.Popen:
 
 
 def system_module(name: str, package: str):
-    """Import a module Debian packages for the system Python (python3-seccomp,
-    python3-zstandard): minidocker runs with -S, which leaves them off sys.path."""
+    """Import a module Debian packages for the system Python (python3-zstandard):
+    minidocker runs with -S, which leaves it off sys.path."""
     import importlib
     import site
     import sys

@@ -201,6 +201,8 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
         terminal.preload()
     seccomp_filter = seccomp.compile_filter(spec["linux"]["seccomp"]) if spec["linux"].get("seccomp") else None
     sysctls = [(namespaces.sysctl_path(k, wanted), v) for k, v in (spec["linux"].get("sysctl") or {}).items()]
+    if any(n["type"] == "network" and not n.get("path") for n in wanted):
+        _loopback_up()  # before pivot_root: it imports _socket, which some Pythons load from a file
     no_more_imports()
     rootfs.pivot(root)
     # Everything below works on paths as the container sees them.  Before
@@ -216,8 +218,6 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
     security.mask_paths(spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
     if spec["root"].get("readonly"):
         host.mount("", "/", None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
-    if any(n["type"] == "network" and not n.get("path") for n in wanted):
-        _loopback_up()
     if console_fd >= 0:
         terminal.take_console("/dev/pts", console_fd)
     if any(n["type"] == "user" and not n.get("path") for n in wanted):

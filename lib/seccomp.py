@@ -13,7 +13,7 @@ CAP_SYS_CHROOT, mount and unshare with CAP_SYS_ADMIN).  Profiles given with
 --security-opt seccomp=FILE are in Docker's JSON format, Docker's own
 default.json included.
 
-The filter is compiled by libseccomp (python3-seccomp), which knows each
+The filter is compiled by libseccomp (loaded with ctypes), which knows each
 architecture's syscall numbers and its compat ABIs; writing the BPF by hand
 means getting x32 and i386 calls through int 0x80 right, or being bypassed
 by them.
@@ -188,11 +188,13 @@ DEFAULT: dict = {
 }
 
 # The vocabulary of a profile, as libseccomp's Python names it.
-ACTIONS = {"SCMP_ACT_ALLOW": "ALLOW", "SCMP_ACT_ERRNO": "ERRNO", "SCMP_ACT_KILL": "KILL",
-           "SCMP_ACT_KILL_THREAD": "KILL", "SCMP_ACT_KILL_PROCESS": "KILL_PROCESS", "SCMP_ACT_TRAP": "TRAP",
-           "SCMP_ACT_TRACE": "TRACE", "SCMP_ACT_LOG": "LOG"}
-OPS = {"SCMP_CMP_NE": "NE", "SCMP_CMP_LT": "LT", "SCMP_CMP_LE": "LE", "SCMP_CMP_EQ": "EQ", "SCMP_CMP_GE": "GE",
-       "SCMP_CMP_GT": "GT", "SCMP_CMP_MASKED_EQ": "MASKED_EQ"}
+# libseccomp's action values (seccomp.h); ERRNO and TRACE carry a number in their low 16 bits.
+ACTIONS = {"SCMP_ACT_ALLOW": 0x7FFF0000, "SCMP_ACT_ERRNO": 0x00050000, "SCMP_ACT_KILL": 0x00000000,
+           "SCMP_ACT_KILL_THREAD": 0x00000000, "SCMP_ACT_KILL_PROCESS": 0x80000000, "SCMP_ACT_TRAP": 0x00030000,
+           "SCMP_ACT_TRACE": 0x7FF00000, "SCMP_ACT_LOG": 0x7FFC0000}
+# enum scmp_compare
+OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
+       "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
 # This machine as Docker's "arches" name it (Go's GOARCH, in libseccomp's spelling), and as the OCI spec does.
 MACHINES = {"x86_64": ("amd64", "SCMP_ARCH_X86_64"), "aarch64": ("arm64", "SCMP_ARCH_AARCH64")}
 
@@ -354,10 +356,11 @@ def compile_filter(profile: dict) -> Program:
 
     from lib import state
 
-    seccomp = host.system_module("seccomp", "python3-seccomp (or run with --security-opt seccomp=unconfined)")
-    # The program depends on the profile, on this file and on libseccomp (python3-seccomp is built, and
-    # upgraded, with it): a change to any of them is a new key.
-    writers = [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in (__file__, seccomp.__file__)]
+    libseccomp = _libseccomp()
+    version = libseccomp.seccomp_version().contents
+    # The program depends on the profile, on this file and on libseccomp's version: a change to any
+    # of them is a new key.
+    writers = [os.stat(__file__).st_size, os.stat(__file__).st_mtime_ns, version.major, version.minor, version.micro]
     key = json.dumps([profile, writers], sort_keys=True).encode()
     cached = os.path.join(state.root(), "seccomp", f"{zlib.crc32(key):08x}.bpf")
     try:
@@ -368,7 +371,7 @@ def compile_filter(profile: dict) -> Program:
             return Program(text[len(key) + 1:])
     except OSError:
         pass
-    code = _generate(seccomp, profile)
+    code = _generate(libseccomp, profile)
     host.explain("security", f"seccomp: libseccomp compiles the profile: {len(code) // 8} BPF instructions")
     if os.path.isdir(state.root()):  # a cache, never a reason to create a state root (minidocker-runc)
         tmp = f"{cached}.{os.getpid()}.tmp"
@@ -383,44 +386,93 @@ def compile_filter(profile: dict) -> Program:
     return Program(code)
 
 
-def _generate(seccomp, profile: dict) -> bytes:
+class _ArgCmp:  # struct scmp_arg_cmp, made by _libseccomp() once ctypes is loaded
+    pass
+
+
+def _libseccomp():
+    """libseccomp itself, through ctypes: every Python can load it (Debian's
+    python3-seccomp is built for the system's Python only), and minidocker
+    needs eight of its functions."""
+    import ctypes
+
+    global _ArgCmp
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        raise MinidockerError("seccomp needs libseccomp: apt-get install libseccomp2 "
+                              "(or run with --security-opt seccomp=unconfined)") from None
+
+    class Version(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+    class ArgCmp(ctypes.Structure):
+        _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                    ("datum_b", ctypes.c_uint64)]
+
+    _ArgCmp = ArgCmp
+    u32, ctx = ctypes.c_uint32, ctypes.c_void_p
+    for name, restype, argtypes in (
+            ("seccomp_version", ctypes.POINTER(Version), []),
+            ("seccomp_init", ctx, [u32]), ("seccomp_release", None, [ctx]),
+            ("seccomp_arch_resolve_name", u32, [ctypes.c_char_p]), ("seccomp_arch_exist", ctypes.c_int, [ctx, u32]),
+            ("seccomp_arch_add", ctypes.c_int, [ctx, u32]),
+            ("seccomp_attr_set", ctypes.c_int, [ctx, ctypes.c_int, u32]),
+            ("seccomp_syscall_resolve_name", ctypes.c_int, [ctypes.c_char_p]),
+            ("seccomp_rule_add_array", ctypes.c_int, [ctx, u32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp)]),
+            ("seccomp_export_bpf", ctypes.c_int, [ctx, ctypes.c_int])):
+        function = getattr(lib, name)
+        function.restype, function.argtypes = restype, argtypes
+    return lib
+
+
+def _generate(lib, profile: dict) -> bytes:
     """libseccomp's BPF for a profile, built rule by rule as runc builds it."""
-    def action(name: str, errno: int | None):
-        made = getattr(seccomp, ACTIONS[name])
-        return made(EPERM if errno is None else errno) if name in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE") else made
+    def action(name: str, errno: int | None) -> int:
+        if name in ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE"):
+            return ACTIONS[name] | ((EPERM if errno is None else errno) & 0xFFFF)
+        return ACTIONS[name]
+
+    def check(rc: int, what: str) -> None:
+        if rc < 0:
+            raise MinidockerError(f"seccomp: {what}: {os.strerror(-rc)}")
 
     default = action(profile["defaultAction"], profile.get("defaultErrnoRet"))
-    flt = seccomp.SyscallFilter(default)
-    for name in profile.get("architectures") or []:
-        arch = getattr(seccomp.Arch, name.removeprefix("SCMP_ARCH_"), None)
-        if arch is None:
-            raise MinidockerError(f"seccomp: this machine's libseccomp does not know {name}")
-        if not flt.exist_arch(arch):
-            flt.add_arch(arch)
-    rules = profile["syscalls"]
-    if sum(len(rule["names"]) for rule in rules) > 32:
-        # runc's choice too: a binary search over the syscall numbers rather than one test after another.
-        flt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
-    for rule in rules:
-        act = action(rule["action"], rule.get("errnoRet"))
-        if act == default:
-            continue  # libseccomp refuses a rule that changes nothing; runc skips it too
-        args = rule.get("args") or []
-        conditions = [seccomp.Arg(a["index"], getattr(seccomp, OPS[a["op"]]), a.get("value", 0),
-                                  a.get("valueTwo", 0)) for a in args]
-        # Conditions on different arguments must all hold.  libseccomp cannot put two on one argument:
-        # runc then makes each its own rule, any one of which matches.
-        indexes = [a["index"] for a in args]
-        groups = [[c] for c in conditions] if len(set(indexes)) < len(indexes) else [conditions]
-        for syscall in rule["names"]:
-            for group in groups:
-                try:
-                    flt.add_rule(act, syscall, *group)
-                except (RuntimeError, ValueError) as e:
-                    if seccomp.resolve_syscall(seccomp.Arch.NATIVE, syscall) != -1:
-                        raise MinidockerError(f"seccomp rule for {syscall}: {e}") from None
-                    # else a name this libseccomp does not know (newer than it): skipped, as runc does
-    with open(os.memfd_create("seccomp"), "wb+") as f:
-        flt.export_bpf(f)
-        f.seek(0)
-        return f.read()
+    flt = lib.seccomp_init(default)
+    if not flt:
+        raise MinidockerError("seccomp: libseccomp could not start a filter")
+    try:
+        for name in profile.get("architectures") or []:
+            arch = lib.seccomp_arch_resolve_name(name.removeprefix("SCMP_ARCH_").lower().encode())
+            if arch == 0:
+                raise MinidockerError(f"seccomp: this machine's libseccomp does not know {name}")
+            if lib.seccomp_arch_exist(flt, arch) != 0:
+                check(lib.seccomp_arch_add(flt, arch), f"add architecture {name}")
+        rules = profile["syscalls"]
+        if sum(len(rule["names"]) for rule in rules) > 32:
+            # runc's choice too: a binary search over the syscall numbers rather than one test after
+            # another (SCMP_FLTATR_CTL_OPTIMIZE = 8, level 2).
+            check(lib.seccomp_attr_set(flt, 8, 2), "optimize")
+        for rule in rules:
+            act = action(rule["action"], rule.get("errnoRet"))
+            if act == default:
+                continue  # libseccomp refuses a rule that changes nothing; runc skips it too
+            args = rule.get("args") or []
+            conditions = [_ArgCmp(a["index"], OPS[a["op"]], a.get("value", 0), a.get("valueTwo", 0)) for a in args]
+            # Conditions on different arguments must all hold.  libseccomp cannot put two on one
+            # argument: runc then makes each its own rule, any one of which matches.
+            indexes = [a["index"] for a in args]
+            groups = [[c] for c in conditions] if len(set(indexes)) < len(indexes) else [conditions]
+            for syscall in rule["names"]:
+                number = lib.seccomp_syscall_resolve_name(syscall.encode())
+                if number == -1:  # __NR_SCMP_ERROR: a name this libseccomp does not know (newer than it):
+                    continue      # skipped, as runc does
+                for group in groups:
+                    array = (_ArgCmp * len(group))(*group)
+                    check(lib.seccomp_rule_add_array(flt, act, number, len(group), array), f"rule for {syscall}")
+        with open(os.memfd_create("seccomp"), "wb+") as f:
+            check(lib.seccomp_export_bpf(flt, f.fileno()), "export")
+            f.seek(0)
+            return f.read()
+    finally:
+        lib.seccomp_release(flt)

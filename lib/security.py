@@ -10,8 +10,8 @@ module or setns() back into the host.  So, by default, like Docker:
   /proc/1/status then reads CapBnd = CapEff = CapPrm = 00000000a80425fb.
 * **seccomp**: a filter on system calls, checked by the kernel on every call.
   Some calls are refused even to a process that holds the capability:
-  mount, unshare, setns, keyctl, bpf, ptrace, reboot, ...  The filter is
-  compiled by libseccomp (python3-seccomp), which knows each architecture's
+  mount, unshare, setns, keyctl, bpf, reboot, ...  The filter is
+  compiled by libseccomp (through ctypes), which knows each architecture's
   syscall numbers and its compat ABIs; writing the BPF by hand means getting
   x32 and i386 calls through int 0x80 right, or being bypassed by them.
 * **masked and read-only paths**: /proc/kcore and friends are covered with
