@@ -113,22 +113,6 @@ def spawn(argv: list[str], step: str, **popen_args: object) -> subprocess.Popen:
         raise HostError(argv[0], "command not found on the host (run .ci/setup-host)") from None
 
 
-def system_module(name: str, package: str):
-    """Import a module Debian packages for the system Python (python3-zstandard):
-    minidocker runs with -S, which leaves it off sys.path."""
-    import importlib
-    import site
-    import sys
-
-    for directory in site.getsitepackages():
-        if directory not in sys.path:
-            sys.path.append(directory)
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise MinidockerError(f"this needs the {name} module: apt-get install {package}") from None
-
-
 def write(path: str, value: str, step: str = "cgroups") -> None:
     """Write a kernel control file (cgroupfs, /proc/sys), explained."""
     explain(step, f"echo {value} > {path}")

@@ -316,11 +316,23 @@ def decompressed(path: str) -> Iterator[bytes]:
             except zlib.error as e:
                 raise MinidockerError(f"{os.path.basename(path)}: not a valid gzip stream ({e})", EXIT_DATA) from None
         elif magic == b"\x28\xb5\x2f\xfd":
-            zstd = host.system_module("zstandard", "python3-zstandard")
+            # zstd(1) rather than a Python binding: Debian's python3-zstandard is
+            # built for the system's Python only, the command serves every one.
+            import subprocess
+
+            unpack = host.spawn(["zstd", "-dcq", "--", path], "images", stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
             try:
-                yield from zstd.ZstdDecompressor().read_to_iter(f)
-            except zstd.ZstdError as e:
-                raise MinidockerError(f"{os.path.basename(path)}: not a valid zstd stream ({e})", EXIT_DATA) from None
+                while chunk := unpack.stdout.read(1 << 16):
+                    yield chunk
+            finally:
+                unpack.stdout.close()
+                said = unpack.stderr.read().decode(errors="replace").strip().splitlines()
+                unpack.stderr.close()
+                failed = unpack.wait() != 0
+            if failed:
+                raise MinidockerError(f"{os.path.basename(path)}: not a valid zstd stream "
+                                      f"({said[-1] if said else 'zstd failed'})", EXIT_DATA)
         else:
             while chunk := f.read(1 << 16):
                 yield chunk
