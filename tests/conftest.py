@@ -36,7 +36,11 @@ UPLINK = f"mdt-up-{os.getpid()}"  # the pretend internet beyond it
 HOST_IP, UPLINK_IP, PUBLIC_IP = "10.231.250.2", "10.231.250.1", "198.51.100.7"
 # minidocker.py as the tests run it: inside the sandbox's network namespace.
 # nsenter --net, not `ip netns exec`, which would remount /sys and hide cgroupfs.
-MINIDOCKER = ["nsenter", f"--net=/run/netns/{SANDBOX}", os.path.join(TOP, "minidocker.py")]
+# The interpreter runs it as its #! line does (-IS), with the standard
+# library's DeprecationWarnings as errors: a warning today is a failure on
+# the next Python.  MINIDOCKER_PYTHON picks another interpreter (tox -e py312).
+PYTHON = [os.environ.get("MINIDOCKER_PYTHON", "/usr/bin/python3"), "-IS", "-W", "error::DeprecationWarning"]
+MINIDOCKER = ["nsenter", f"--net=/run/netns/{SANDBOX}", *PYTHON, os.path.join(TOP, "minidocker.py")]
 PHASES = {"1": "Phase 1: Isolation", "2A": "Phase 2A: Resources", "2B": "Phase 2B: Lifecycle",
           "2C": "Phase 2C: Networking", "3": "Phase 3: Networks", "4": "Security: the escape table",
           "img": "Images: pulled from a registry", "oci": "The OCI runtime face"}

@@ -28,10 +28,11 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shlex
 import subprocess
 
 import pytest
-from conftest import SANDBOX, SUMMARY, TOP, md
+from conftest import PYTHON, SANDBOX, SUMMARY, TOP, md
 
 pytestmark = pytest.mark.order(8)
 
@@ -89,7 +90,8 @@ def run_page(path: str) -> int:
                 code = int(expected.pop().strip()[6:-1])
             # The subshell sends every command's stderr to the terminal's
             # stream, not only the last one's of a `;` chain.
-            shell = "( " + command.replace("sudo ", "") + "\n) 2>&1"
+            command = command.replace("sudo ", "").replace("./minidocker.py", shlex.join(PYTHON) + " ./minidocker.py")
+            shell = "( " + command + "\n) 2>&1"
             done = subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", "sh", "-c", shell],
                                   cwd=TOP, env=env, capture_output=True, text=True, timeout=120)
             where = f"{os.path.relpath(path, TOP)}:{number}: $ {command}"
