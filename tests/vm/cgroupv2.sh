@@ -40,7 +40,7 @@ set -u
 mkdir -p /run/mdt-src && mount --bind '$top' /run/mdt-src && mount -t tmpfs tmpfs /tmp && cd /run/mdt-src || {
     echo "guest: could not set up the checkout" > '$results/log'; exit 1; }
 MINIDOCKER_VERIFICATION='$results' PYTHONDONTWRITEBYTECODE=1 \
-    '$python' -m pytest -p no:cacheprovider -m cgroupv2 -q $* > '$results/log' 2>&1
+    '$python' -m pytest -p no:cacheprovider -m cgroupv2 -v --timeout 300 $* > '$results/log' 2>&1
 echo \$? > '$results/rc'
 GUEST
 # --disable-kvm: /dev/kvm here is a paravirtual device stock kernels cannot
