@@ -295,7 +295,14 @@ def _launch(cid: str, stdio: tuple) -> runtime.Init:
         # The init starts first and builds the root filesystem while we
         # make its cgroup.  It cannot run the command before go(), so the
         # command never runs outside its limits.
-        init = runtime.Init(oci, *stdio)
+        # Ctrl-C waits until the init is ours to abort: between fork() and
+        # this assignment a KeyboardInterrupt would orphan it, still waiting
+        # for "g" from a pipe we hold open.
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        try:
+            init = runtime.Init(oci, *stdio)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         cgroup.create(rec["HostConfig"])
         # Moving a process between cgroups waits for an RCU grace period in
         # the kernel (~15 ms here): done now, it overlaps the init's mounts.

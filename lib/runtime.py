@@ -59,7 +59,13 @@ class Init:
                 if console_end is not None:
                     self._console_sock.close()
                 _child_stdio(stdin, stdin_pipe, pipes, console_end is not None)
-                init.main(spec, go_r, report_w, console_end.detach() if console_end is not None else -1)
+                # Nothing of the monitor's either: a lock it holds (flock is shared
+                # through fork) would stay held for as long as this child waits.
+                console = console_end.detach() if console_end is not None else -1
+                preserved = int(spec.get("annotations", {}).get("org.minidocker.preserve-fds", 0))
+                _close_all_but({0, 1, 2, report_w, go_r, console, int(os.environ.get("MINIDOCKER_EXPLAIN", "-1")),
+                                *range(3, 3 + preserved)})
+                init.main(spec, go_r, report_w, console)
             except host.MinidockerError as e:
                 with contextlib.suppress(BaseException):
                     os.write(report_w, f"{e.code} {e}".encode())

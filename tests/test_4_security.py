@@ -575,11 +575,11 @@ def test_fifo_passwd_does_not_hang(row):
     row.result = "exec, restart, rm -f: each returned"
 
 
-def test_deep_upper_directory_is_removed(row):
-    cid = md("run", "--network", "none", "busybox", "sh", "-c",
-             "cd /tmp && i=0 && while [ $i -lt 1200 ]; do mkdir d && cd d && i=$((i+1)); done && ln -s / up").stdout
-    cid = md("ps", "-aq", "--no-trunc").stdout.strip()
-    done = md("rm", cid, check=False)
+def test_deep_upper_directory_is_removed():
+    md("run", "--name", "mdt-deep", "--network", "none", "busybox", "sh", "-c",
+       "cd /tmp && i=0 && while [ $i -lt 1200 ]; do mkdir d && cd d && i=$((i+1)); done && ln -s / up")
+    cid = inspect("mdt-deep")["Id"]
+    done = md("rm", "mdt-deep", check=False)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert not os.path.exists(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers", cid))
 
@@ -599,10 +599,9 @@ def test_runc_ids_are_names(tmp_path):
 
 
 def test_logs_into_a_closed_pipe():
-    cid = md("run", "--network", "none", "busybox", "sh", "-c", "seq 1 100000").stdout and \
-        md("ps", "-aq").stdout.strip()
-    done = subprocess.run(["sh", "-c", f"{shlex.join(MINIDOCKER)} logs {cid} | head -1"], capture_output=True,
-                          text=True)
+    md("run", "--name", "mdt-many-lines", "--network", "none", "busybox", "sh", "-c", "seq 1 100000")
+    done = subprocess.run(["sh", "-c", f"{shlex.join(MINIDOCKER)} logs mdt-many-lines | head -1"],
+                          capture_output=True, text=True)
     assert done.stdout == "1\n" and done.stderr == ""
 
 
