@@ -399,10 +399,7 @@ def _start_detached(cid: str) -> None:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         # Nor keep anything else the caller had open, for as long as the container runs.
-        for fd in map(int, os.listdir("/proc/self/fd")):
-            if fd > 2 and fd not in (ready_w, explain):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+        runtime.close_all_but({0, 1, 2, ready_w, explain})
         try:
             with state.transition(cid):
                 tty = load(cid)["Config"]["Tty"]

@@ -63,7 +63,7 @@ class Init:
                 # through fork) would stay held for as long as this child waits.
                 console = console_end.detach() if console_end is not None else -1
                 preserved = int(spec.get("annotations", {}).get("org.minidocker.preserve-fds", 0))
-                _close_all_but({0, 1, 2, report_w, go_r, console, int(os.environ.get("MINIDOCKER_EXPLAIN", "-1")),
+                close_all_but({0, 1, 2, report_w, go_r, console, int(os.environ.get("MINIDOCKER_EXPLAIN", "-1")),
                                 *range(3, 3 + preserved)})
                 init.main(spec, go_r, report_w, console)
             except host.MinidockerError as e:
@@ -229,7 +229,7 @@ def _console_pair() -> tuple:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 
 
-def _close_all_but(keep: set[int]) -> None:
+def close_all_but(keep: set[int]) -> None:
     """Close every fd but those listed: what the caller had open has no
     business in a container, not even until execve."""
     for fd in map(int, os.listdir("/proc/self/fd")):
@@ -274,7 +274,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
                 terminal.preload()
             _child_stdio(stdin, stdin_pipe, pipes, console >= 0)
             explain = int(os.environ.get("MINIDOCKER_EXPLAIN", "-1"))
-            _close_all_but({0, 1, 2, report_w, console, explain, *range(3, 3 + preserve_fds)})
+            close_all_but({0, 1, 2, report_w, console, explain, *range(3, 3 + preserve_fds)})
             if host.explaining():
                 import shlex  # noqa: F401 -- explain quotes with it; after joining the mounts it is gone
             init.no_more_imports()

@@ -17,7 +17,7 @@ import tarfile
 import threading
 
 import pytest
-from conftest import MINIDOCKER, TOP, cgroup_dirs, inspect, md, wait_for
+from conftest import MINIDOCKER, TOP, cgroup_dirs, cgroup_paths, cgroups_below, inspect, md, wait_for
 
 pytestmark = [pytest.mark.order(6), pytest.mark.cgroupv2]  # the escape table holds on v1 and v2 alike
 
@@ -340,9 +340,8 @@ def test_cgroup_parent(row):
         assert memory.endswith(f":/{parent}/{cid}"), memory
     finally:
         md("rm", "-f", cid)
-        for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
-            if os.path.isdir(f"{top}/{parent}"):
-                os.rmdir(f"{top}/{parent}")
+        for d in cgroup_paths(parent):
+            os.rmdir(d)
     row.result = "'../../..': refused; /" + parent[:12] + "…: " + memory.split(":", 1)[1][:20] + "…"
 
 
@@ -474,9 +473,7 @@ def test_interrupted_start_leaves_nothing(row):
         if cli.returncode != 0:  # interrupted before the command ran: no record may stay
             assert md("ps", "-aq").stdout == "", (delay, cli.returncode, err)
         md("rm", "-f", *md("ps", "-aq").stdout.split(), check=False)
-        left = [d for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]
-                if os.path.isdir(os.path.join(top, parent)) for d in os.listdir(os.path.join(top, parent))
-                if os.path.isdir(os.path.join(top, parent, d))]
+        left = cgroups_below(parent)
         assert left == [], (delay, left)
     assert interrupted, "no SIGINT landed while the start was under way"
     row.result = f"{interrupted} of 15 runs interrupted 0-70 ms into the start: 0 records, 0 cgroups"
@@ -508,9 +505,8 @@ def test_bundle_cannot_set_a_host_sysctl(busybox_tree, tmp_path, row):
         finally:
             subprocess.run([os.path.join(TOP, "minidocker-runc"), "--root", str(root), "delete", "--force", "c1"],
                            capture_output=True)
-    for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
-        if os.path.isdir(f"{top}/mdt-sysctl-{os.getpid()}"):
-            os.rmdir(f"{top}/mdt-sysctl-{os.getpid()}")
+    for d in cgroup_paths(f"mdt-sysctl-{os.getpid()}"):
+        os.rmdir(d)
     with open("/proc/sys/kernel/core_pattern") as f:
         assert f.read() == before
     assert results["kernel.core_pattern"] == (1, "minidocker-runc: sysctl 'kernel.core_pattern' is not in a "
@@ -631,9 +627,8 @@ def test_a_bundles_own_annotations_do_not_steer_the_init(busybox_tree, tmp_path)
     finally:
         subprocess.run([*runc, "delete", "--force", "c1"], capture_output=True)
         listener.close()
-        for top in ["/sys/fs/cgroup", *(f"/sys/fs/cgroup/{c}" for c in os.listdir("/sys/fs/cgroup"))]:
-            if os.path.isdir(f"{top}/mdt-annotation-{os.getpid()}"):
-                os.rmdir(f"{top}/mdt-annotation-{os.getpid()}")
+        for d in cgroup_paths(f"mdt-annotation-{os.getpid()}"):
+            os.rmdir(d)
 
 
 def test_userns_shifts_a_hard_linked_file_once(busybox_tree, tmp_path):
