@@ -418,7 +418,7 @@ def test_damaged_store(tmp_path, row):
 #   layouts   serves OCI layouts (hostile ones the tests make) as a registry would; a blob with a
 #             `.endless` file beside it is streamed without end
 BAD_REGISTRY = r"""
-import http.server, json, os, re, socket, sys, threading, urllib.error, urllib.request
+import http.server, json, os, re, socket, socketserver, sys, threading, urllib.error, urllib.request
 conf = json.load(open(sys.argv[1]))
 TOKEN = "minidocker-test-token"
 lock = threading.Lock()
@@ -490,9 +490,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send(307, b"", [("Location", me["redirect"] + self.path)])
         self.proxy()
 
+class Server(http.server.ThreadingHTTPServer):
+    def server_bind(self):
+        # HTTPServer's own asks DNS for the address's name (getfqdn): from
+        # the sandbox, no resolver answers, and each listener waited 10 s.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
 for listener in conf["listeners"]:
     family = socket.AF_INET6 if ":" in listener["host"] else socket.AF_INET
-    server_class = type("Server", (http.server.ThreadingHTTPServer,), {"address_family": family})
+    server_class = type("Server", (Server,), {"address_family": family})
     server = server_class((listener["host"], listener["port"]), Handler)
     server.listener = listener
     threading.Thread(target=server.serve_forever, daemon=True).start()
