@@ -88,6 +88,16 @@ def cgroup_hierarchies() -> dict[str, str]:
     return found
 
 
+def cgroup_v2() -> bool:
+    """Whether this host's memory controller is on cgroup v2 (its driver is v2's)."""
+    for point, name in cgroup_hierarchies().items():
+        if name == "" and os.path.exists(os.path.join(point, "cgroup.controllers")):
+            with open(os.path.join(point, "cgroup.controllers")) as f:
+                if "memory" in f.read().split():
+                    return True
+    return False
+
+
 def cgroup_paths(relative: str) -> list[str]:
     """Where a cgroup (a path relative to each hierarchy's root) exists on this host."""
     return [d for d in (os.path.join(h, relative.strip("/")) for h in cgroup_hierarchies()) if os.path.isdir(d)]

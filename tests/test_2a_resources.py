@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from conftest import cgroup_dirs, cgroup_paths, inspect, leftovers, md, wait_for
+from conftest import cgroup_dirs, cgroup_paths, cgroup_v2, inspect, leftovers, md, wait_for
 
 pytestmark = pytest.mark.order(2)
 
@@ -26,16 +26,11 @@ def cgroup_file(cid: str, name: str) -> str:
     raise AssertionError(f"no {name} for {cid[:12]} in {cgroup_dirs(cid)}")
 
 
-def v2() -> bool:
-    return os.path.exists("/sys/fs/cgroup/cgroup.controllers") and \
-        "memory" in open("/sys/fs/cgroup/cgroup.controllers").read()
-
-
 @pytest.mark.cgroupv2
 @pytest.mark.row("2A", "Limit files", "memory 100 MB, swap none, cpu 50000/100000, pids 10")
 def test_limit_files_hold_the_values(row):
     cid = md("run", "-d", "--memory=100", "--cpus=0.5", "--pids-limit", "10", "busybox", "sleep", "30").stdout.strip()
-    if v2():
+    if cgroup_v2():
         assert cgroup_file(cid, "memory.max") == "104857600"
         assert cgroup_file(cid, "memory.swap.max") == "0"
         assert cgroup_file(cid, "cpu.max") == "50000 100000"
@@ -79,7 +74,7 @@ def test_allocation_within_limit_runs(row):
 def cpu_used(cid: str) -> tuple[float, int]:
     """The container's CPU time so far (s), and how many periods the kernel throttled it."""
     stat = dict(line.split() for line in cgroup_file(cid, "cpu.stat").splitlines())
-    used = int(stat["usage_usec"]) / 1e6 if v2() else int(cgroup_file(cid, "cpuacct.usage")) / 1e9
+    used = int(stat["usage_usec"]) / 1e6 if cgroup_v2() else int(cgroup_file(cid, "cpuacct.usage")) / 1e9
     return used, int(stat["nr_throttled"])
 
 

@@ -47,7 +47,7 @@ class Pane:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "t")
 
-    def wait_for(self, text: str, timeout: float = 20.0) -> str:
+    def wait_for(self, text: str, timeout: float = 120.0) -> str:  # emulated VMs are slow
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.screen()

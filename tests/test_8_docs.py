@@ -20,6 +20,13 @@ traceback after the last expected line included, fails.  In expected lines
            the one place where more output than shown is allowed
     [exit N]  (last line) the command exits N; otherwise it must exit 0
 
+Where cgroup v1 and v2 differ (paths, and what a container may do), a page
+shows both, each in a block tagged with its version:
+
+    ```console cgroup-v2
+    $ cat /sys/fs/cgroup/minidocker/$ID/pids.max
+
+Only the blocks of this host's version run; the other's are counted apart.
 A walkthrough whose command stopped working fails CI: teaching cannot rot.
 """
 
@@ -32,7 +39,7 @@ import shlex
 import subprocess
 
 import pytest
-from conftest import PYTHON, SANDBOX, SUMMARY, TOP, md
+from conftest import PYTHON, SANDBOX, SUMMARY, TOP, cgroup_v2, md
 
 pytestmark = pytest.mark.order(8)
 
@@ -40,6 +47,12 @@ DOCS = [*sorted(glob.glob(os.path.join(TOP, "docs", "**", "*.md"), recursive=Tru
 _PLACEHOLDERS = {"<id>": "[0-9a-f]{12,64}", "<ip>": r"\d+\.\d+\.\d+\.\d+", "<n>": r"-?\d+(?:\.\d+)?",
                  "<*>": ".*"}
 COUNTED: dict[str, int] = {}
+OTHER_CGROUP = "cgroup-v1" if cgroup_v2() else "cgroup-v2"
+
+
+def for_this_host(fence: str) -> bool:
+    """Whether a block's opening fence (```console cgroup-v1, say) holds for this host."""
+    return OTHER_CGROUP not in fence.split()
 
 
 def sessions(path: str) -> list[tuple[int, str, list[str]]]:
@@ -50,7 +63,7 @@ def sessions(path: str) -> list[tuple[int, str, list[str]]]:
     inside = False
     for number, line in enumerate(lines, 1):
         if line.strip().startswith("```"):
-            inside = line.strip() == "```console"
+            inside = line.strip().split()[:1] == ["```console"] and for_this_host(line)
             continue
         if not inside:
             continue
@@ -131,27 +144,44 @@ def test_the_runner_is_strict(tmp_path, shown, strict):
         assert run_page(str(page)) == 1
 
 
-def shown_commands(path: str) -> int:
-    """Every `$ ` line in any fenced block, counted apart from the runner's parser.
+def test_a_block_runs_on_its_own_cgroup_version(tmp_path):
+    """A block tagged for this host's cgroup version runs; the other's does not."""
+    here = "cgroup-v2" if OTHER_CGROUP == "cgroup-v1" else "cgroup-v1"
+    page = tmp_path / "page.md"
+    page.write_text(f"```console {OTHER_CGROUP}\n$ false\n```\n```console {here}\n$ echo here\nhere\n```\n")
+    assert run_page(str(page)) == 1
+    assert shown_commands(str(page)) == (1, 1)
+    page.write_text(f"```console {here}\n$ false\n```\n")
+    with pytest.raises(AssertionError, match="exited 1"):
+        run_page(str(page))
+
+
+def shown_commands(path: str) -> tuple[int, int]:
+    """Every `$ ` line in any fenced block, counted apart from the runner's parser:
+    (for this host, for the other cgroup version).
 
     A command in a block the runner does not read (```sh, say) is one the
     page shows as run but nothing runs: the count tells.
     """
-    fenced, count = False, 0
+    fence, here, other = "", 0, 0
     with open(path) as f:
         for line in f:
             if line.lstrip().startswith("```"):
-                fenced = not fenced
-            elif fenced and line.startswith("$ "):
-                count += 1
-    return count
+                fence = "" if fence else line
+            elif fence and line.startswith("$ "):
+                if for_this_host(fence):
+                    here += 1
+                else:
+                    other += 1
+    return here, other
 
 
 def test_every_walkthrough_command_ran():
     """100% of walkthrough commands are executed: the count is reported."""
-    total = sum(shown_commands(d) for d in DOCS)
+    total = sum(shown_commands(d)[0] for d in DOCS)
+    other = sum(shown_commands(d)[1] for d in DOCS)
     ran = sum(COUNTED.values())
-    SUMMARY.append(f"walkthrough commands executed: {ran} of {total} "
+    SUMMARY.append(f"walkthrough commands executed: {ran} of {total}, and {other} shown for {OTHER_CGROUP} "
                    f"({', '.join(f'{doc}: {n}' for doc, n in COUNTED.items())})")
     assert ran == total
 
