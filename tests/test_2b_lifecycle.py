@@ -237,13 +237,15 @@ def test_restart_and_prune():
 
 @pytest.mark.row("2B", "Concurrency", "20 parallel run -d and rm -f stay consistent")
 def test_parallel_run_and_rm(row):
+    # Under emulation, 20 starts at once take minutes: the containers must outlive them.
     with ThreadPoolExecutor(20) as pool:
-        started = list(pool.map(lambda i: md("run", "-d", "--name", f"par{i}", "busybox", "sleep", "30"), range(20)))
+        started = list(pool.map(lambda i: md("run", "-d", "--name", f"par{i}", "busybox", "sleep", "3600",
+                                             timeout=600), range(20)))
     ids = {s.stdout.strip() for s in started}
     assert len(ids) == 20
     assert set(md("ps", "-q", "--no-trunc").stdout.split()) == ids
     with ThreadPoolExecutor(20) as pool:
-        list(pool.map(lambda i: md("rm", "-f", f"par{i}"), range(20)))
+        list(pool.map(lambda i: md("rm", "-f", f"par{i}", timeout=600), range(20)))
     assert md("ps", "-aq").stdout == ""
     assert all(cgroup_dirs(c) == [] for c in ids) and our_mounts() == []
     row.result = "20 distinct IDs, then 0 containers, 0 cgroups"

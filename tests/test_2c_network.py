@@ -180,7 +180,8 @@ def test_parallel_first_runs_make_one_bridge(row, tmp_path):
     (tmp_path / "ip").chmod(0o755)
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
     with ThreadPoolExecutor(8) as pool:
-        runs = list(pool.map(lambda _: md("run", "-d", "busybox", "sleep", "60", check=False, env=env), range(8)))
+        runs = list(pool.map(lambda _: md("run", "-d", "busybox", "sleep", "3600", check=False, env=env, timeout=600),
+                             range(8)))
     assert [r.stderr for r in runs if r.returncode] == []
     assert bridges() == ["minidocker0"]
     saved = sh("iptables-save", netns=SANDBOX)
@@ -225,7 +226,8 @@ def test_two_containers_ping_each_other(row):
 @pytest.mark.row("2C", "IPAM", "30 parallel containers get 30 distinct IPs")
 def test_thirty_parallel_containers_get_distinct_ips(row):
     with ThreadPoolExecutor(15) as pool:
-        ids = list(pool.map(lambda _: md("run", "-d", "busybox", "sleep", "30").stdout.strip(), range(30)))
+        ids = list(pool.map(lambda _: md("run", "-d", "busybox", "sleep", "3600", timeout=600).stdout.strip(),
+                            range(30)))
     ips = {inspect(c)["NetworkSettings"]["IPAddress"] for c in ids}
     assert len(ips) == 30
     row.result = f"{len(ips)} distinct addresses"
