@@ -95,13 +95,20 @@ for m in /var/cache /var/lib/apt /var/log /var/tmp /usr/lib/modules /etc/hosts /
     umount "$m" 2>/dev/null
 done
 /debootstrap/debootstrap --second-stage && apt-get clean && rm /etc/dpkg/dpkg.cfg.d/minidocker-build
-echo $? > "$1/rc"
+rc=$?
+sync  # the guest ends without unmounting its root
+echo $rc > "$1/rc"
 STAGE
     boot "$work" --rw -- sh "$work/second-stage.sh" "$work" > "$cache/$key/second-stage.log" 2>&1 || true
     if [ "$(cat "$work/rc" 2>/dev/null)" != 0 ]; then
         echo "arm64.sh: FAILED: debootstrap's second stage, in the arm64 machine; see $cache/$key/second-stage.log" >&2
         exit 1
     fi
+    # A root that was never unmounted is checked (exit 1: something was put right).
+    e2fsck -fy "$image" > "$cache/$key/fsck.log" 2>&1 || [ $? = 1 ] || {
+        echo "arm64.sh: FAILED: the new image does not check clean; see $cache/$key/fsck.log" >&2
+        exit 1
+    }
     touch "$cache/$key/complete"
 fi
 
