@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import MINIDOCKER, md
+from conftest import MINIDOCKER, md, wait_for
 
 pytestmark = [pytest.mark.order(5), pytest.mark.cgroupv2,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")]
@@ -79,7 +79,9 @@ def test_run_it_gets_a_pty_of_its_own(pane, row):
     screen = pane.wait_for("\n3\n")
     assert "/dev/pts/0\n27 91\n" in screen  # the container's own devpts: numbering starts again
     pane.type("sleep 60")
-    time.sleep(0.3)
+    # Only once sleep runs has the shell put its terminal back to cooked mode
+    # (ISIG): a ^C typed before then is read as a key by the line editor.
+    wait_for(lambda: md("exec", "mdt-tty", "pidof", "sleep", check=False).returncode == 0, timeout=120)
     pane.keys("C-c")  # raw mode: the byte goes to the container's pty, whose line discipline sends SIGINT
     pane.wait_for("^C")
     pane.type("echo back; exit 3")
