@@ -178,8 +178,8 @@ def shown_commands(path: str) -> tuple[int, int]:
 
 def test_every_walkthrough_command_ran():
     """100% of walkthrough commands are executed: the count is reported."""
-    total = sum(shown_commands(d)[0] for d in DOCS)
-    other = sum(shown_commands(d)[1] for d in DOCS)
+    counts = [shown_commands(d) for d in DOCS]
+    total, other = sum(here for here, _ in counts), sum(there for _, there in counts)
     ran = sum(COUNTED.values())
     SUMMARY.append(f"walkthrough commands executed: {ran} of {total}, and {other} shown for {OTHER_CGROUP} "
                    f"({', '.join(f'{doc}: {n}' for doc, n in COUNTED.items())})")
