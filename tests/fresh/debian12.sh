@@ -45,7 +45,9 @@ cat > "$root/etc/apt/apt.conf.d/01proxy" <<'EOF'
 Acquire::http::Proxy "http://127.0.0.1:3128";
 EOF
 printf '[global]\nproxy = http://127.0.0.1:3128\n' > "$root/etc/pip.conf"
-printf 'use_proxy = on\nhttp_proxy = http://127.0.0.1:3128\nhttps_proxy = http://127.0.0.1:3128\n' >> "$root/etc/wgetrc"
+# wget (debootstrap's downloader) in root's own ~/.wgetrc: /etc/wgetrc is the
+# wget package's conffile, and a file there before it is installed stops dpkg.
+printf 'use_proxy = on\nhttp_proxy = http://127.0.0.1:3128\nhttps_proxy = http://127.0.0.1:3128\n' > "$root/root/.wgetrc"
 printf '127.0.0.1 localhost\n127.0.1.1 %s\n' "$(hostname)" > "$root/etc/hosts"
 
 ip netns add "$netns"
