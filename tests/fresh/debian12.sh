@@ -122,6 +122,9 @@ run_one() {
     unshare --mount --propagation private nsenter --net="/run/netns/$netns" sh -c '
         set -e
         root=$1 src=$2
+        # A machine'"'"'s / is a mount point; a bare directory is not, and a
+        # container'"'"'s "make / rprivate" fails there (EINVAL).
+        mount --bind "$root" "$root"
         mount -t proc proc "$root/proc"
         mount --rbind /sys "$root/sys"
         mount --rbind /dev "$root/dev"
