@@ -122,7 +122,7 @@ def _run_config(args: argparse.Namespace):
         cgroup_parent=args.cgroup_parent or "", network=args.network, ip=args.ip or "", dns=args.dns,
         publish=args.publish, volumes=args.volume, privileged=args.privileged, cap_add=args.cap_add,
         cap_drop=args.cap_drop, security_opt=args.security_opt, read_only=args.read_only, user=args.user or "",
-        pull=args.pull, userns=args.userns or "")
+        pull=args.pull, userns=args.userns or "", init=args.init)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -515,6 +515,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--security-opt", action="append", default=[],
                    help="seccomp=unconfined|PROFILE.json, no-new-privileges")
     p.add_argument("--read-only", action="store_true", help="mount the container's root read-only")
+    p.add_argument("--init", action="store_true",
+                   help="run tini as PID 1: it reaps orphaned zombies and passes signals to the command")
     p.add_argument("-u", "--user", help="run as uid[:gid]")
     p.add_argument("--userns", choices=["host", "private"],
                    help="private: a user namespace in which root is uid 100000 on the host")

@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 
 EXIT_UNKNOWN = 255  # what Docker reports for a container whose end nobody saw
 DEFAULT_STOP_TIMEOUT = 10
+# --init: where Docker puts its init (tini) in the container, and the host
+# binaries that can be it.  Static ones only: the init runs on the image's
+# root, and an image may have no C library at all (busybox-static, scratch).
+DOCKER_INIT = "/sbin/docker-init"
+INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/catatonit")
 
 
 # ------------------------------------------------------------ the record
@@ -96,6 +101,7 @@ def create(cfg: spec.RunConfig) -> str:
         raise MinidockerError(f"invalid --userns {cfg.userns!r}: host or private")
     if cfg.name and not state.valid_name(cfg.name):
         raise MinidockerError(f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    init = _init_binary() if cfg.init else ""
     image_id, image = images.lookup(cfg.image, cfg.pull)
     conf = image.get("config", {})
     entrypoint = cfg.entrypoint if cfg.entrypoint is not None else (conf.get("Entrypoint") or [])
@@ -133,6 +139,10 @@ def create(cfg: spec.RunConfig) -> str:
             oci["linux"].update(uidMappings=mapping, gidMappings=mapping)
             oci["linux"]["namespaces"].append({"type": "user"})
         oci["mounts"] += _name_files(cdir, mode, hostname, cfg.dns) + volumes.prepare(mounts)
+        if init:  # last, so that no volume on /sbin hides it
+            oci["mounts"].append({"destination": DOCKER_INIT, "type": "bind", "source": init,
+                                  "options": ["bind", "ro"]})
+            oci["process"]["args"] = [DOCKER_INIT, "--", *args]
         state.write_json(os.path.join(cdir, "config.json"), oci)
         _save({
             "Id": cid, "Created": state.now(), "Path": args[0], "Args": args[1:],
@@ -143,7 +153,7 @@ def create(cfg: spec.RunConfig) -> str:
             "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "NetworkMode": mode,
                            "Privileged": cfg.privileged, "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop,
                            "SecurityOpt": cfg.security_opt, "ReadonlyRootfs": cfg.read_only,
-                           "UsernsMode": cfg.userns,
+                           "UsernsMode": cfg.userns, **({"Init": True} if cfg.init else {}),
                            "CgroupParent": cfg.cgroup_parent, "IPAddress": cfg.ip, "Dns": cfg.dns,
                            "PortBindings": ports.show(bindings),
                            "Binds": [v for v, m in zip(cfg.volumes, mounts, strict=True) if m["Type"] == "bind"]},
@@ -161,6 +171,17 @@ def create(cfg: spec.RunConfig) -> str:
             state.remove_tree(cdir)
         raise
     return cid
+
+
+def _init_binary() -> str:
+    """The host's init for --init: MINIDOCKER_INIT_PATH (dockerd's
+    --init-path), else the first of INIT_BINARIES that is there."""
+    wanted = os.environ.get("MINIDOCKER_INIT_PATH")
+    for path in [wanted] if wanted else INIT_BINARIES:
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise MinidockerError(f"--init: no init binary at {wanted or ' or '.join(INIT_BINARIES)} "
+                          "(Debian's tini package has tini-static: apt-get install tini)")
 
 
 def _merge_env(image_env: list[str], user_env: list[str]) -> list[str]:

@@ -57,6 +57,7 @@ class RunConfig:
     user: str = ""
     pull: str = "missing"
     userns: str = ""  # "" or "host": the host's; "private": root inside is USERNS_BASE outside
+    init: bool = False  # --init: tini as PID 1, the command its child
 
     def __init__(self, **fields: object) -> None:
         for key, value in fields.items():

@@ -11,7 +11,7 @@ from calendar import timegm
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import MINIDOCKER, cgroup_dirs, inspect, md, our_mounts, wait_for
+from conftest import MINIDOCKER, cgroup_dirs, cgroups_below, inspect, md, our_mounts, wait_for
 
 pytestmark = pytest.mark.order(3)
 
@@ -121,6 +121,100 @@ def test_stop_sigterm_then_sigkill(row):
     assert 2.0 <= ignored < base + 2 + 4, f"{ignored:.2f} s: not the 2 s timeout"  # 4: short of Docker's 10
     row.result = f"143 in {trapped:.2f} s; 137 after {ignored:.2f} s (stop -t 0: {base:.2f} s)"
 
+
+
+# The inner shell backgrounds a subshell and exits at once: the subshell is
+# orphaned, and the kernel makes PID 1 of the pid namespace its parent.  It
+# exits (and so needs reaping) only when the test creates /go.
+ORPHAN = 'sh -c "(until [ -e /go ]; do sleep 0.05; done) &"; exec sleep 600'
+
+
+def children(pid: int) -> dict[int, tuple[str, str]]:
+    """The host's processes whose parent is `pid`: their state (R, S, Z...) and command line."""
+    found = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()  # the command in (…) may hold spaces
+            with open(f"/proc/{p}/cmdline") as f:
+                cmdline = f.read().replace("\0", " ").strip()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found[int(p)] = (fields[0], cmdline)
+    return found
+
+
+def orphan_exits(name: str, *flags: str) -> tuple[int, int]:
+    """Run ORPHAN, let its orphan exit: (PID 1's host PID, the orphan's)."""
+    md("run", "-d", "--name", name, *flags, "busybox", "sh", "-c", ORPHAN)
+    pid = inspect(name)["State"]["Pid"]
+
+    def orphan_under_pid_1() -> int:
+        with open(f"/proc/{pid}/cmdline") as f:
+            commands = [f.read().replace("\0", " ").strip()] + [c for _, c in children(pid).values()]
+        orphans = [p for p, (_, c) in children(pid).items() if c.startswith("sh ")]
+        # "sleep 600" once the outer shell has exec'd: it is no longer a shell that could be mistaken for the orphan
+        return orphans[0] if "sleep 600" in commands and len(orphans) == 1 else 0
+
+    orphan = wait_for(orphan_under_pid_1)
+    md("exec", name, "touch", "/go")
+    return pid, orphan
+
+
+@pytest.mark.row("2B", "--init reaps", "an orphan that exits is reaped by tini; under sleep as PID 1 a zombie stays")
+def test_init_reaps_orphaned_zombies(row):
+    bare, zombie = orphan_exits("no-init")
+    wait_for(lambda: children(bare).get(zombie, ("",))[0] == "Z")  # sleep never calls wait()
+    tini, orphan = orphan_exits("with-init", "--init")
+    wait_for(lambda: orphan not in children(tini))
+    assert [p for p, (st, _) in children(tini).items() if st == "Z"] == []
+    assert children(bare)[zombie][0] == "Z"  # still there: nobody will ever reap it
+    row.result = f"without: pid {zombie} stays Z; with --init: pid {orphan} reaped"
+
+
+@pytest.mark.row("2B", "--init stop", "tini passes SIGTERM on: stop is immediate (143), not the timeout")
+def test_init_forwards_stop(row):
+    md("run", "-d", "--name", "tini-sleep", "--init", "busybox", "sleep", "600")
+    md("run", "-d", "--name", "bare-sleep", "busybox", "sleep", "600")
+    md("run", "-d", "--name", "baseline", "busybox", "sleep", "600")
+    base = timed_stop(0, "baseline")
+    start = time.monotonic()
+    md("stop", "tini-sleep")  # the default timeout: 10 s
+    forwarded = time.monotonic() - start
+    ignored = timed_stop(2, "bare-sleep")
+    assert inspect("tini-sleep")["State"]["ExitCode"] == 143  # 128 + SIGTERM: sleep, not PID 1, died of it
+    assert forwarded < base + 3, f"{forwarded:.2f} s: waited for the 10 s timeout"
+    assert inspect("bare-sleep")["State"]["ExitCode"] == 137 and ignored >= 2.0
+    row.result = f"143 in {forwarded:.2f} s; without --init 137 after {ignored:.2f} s (stop -t 0: {base:.2f} s)"
+
+
+@pytest.mark.row("2B", "--init PID 1", "PID 1 is /sbin/docker-init; Path, Args, ps show the user's command")
+def test_init_is_pid_1(row):
+    md("run", "-d", "--name", "tini", "--init", "busybox", "sleep", "600")
+    rec = inspect("tini")
+    with open(f"/proc/{rec['State']['Pid']}/cmdline") as f:
+        assert f.read().split("\0")[:4] == ["/sbin/docker-init", "--", "sleep", "600"]
+    assert (rec["Path"], rec["Args"], rec["HostConfig"]["Init"]) == ("sleep", ["600"], True)
+    assert '"sleep 600"' in md("ps").stdout
+    assert "Init" not in inspect(md("create", "busybox", "true").stdout.strip())["HostConfig"]  # Docker's omitempty
+    refused = md("exec", "tini", "touch", "/sbin/docker-init", check=False)
+    assert refused.returncode == 1 and "Read-only file system" in refused.stderr
+    row.result = "/sbin/docker-init -- sleep 600, read-only"
+
+
+def test_init_missing_leaves_nothing():
+    # MINIDOCKER_INIT_PATH is dockerd's --init-path: a user's own tini.
+    env = dict(os.environ, MINIDOCKER_INIT_PATH="/nonexistent/tini")
+    for verb in ("run", "create"):
+        done = md(verb, "--init", "busybox", "true", check=False, env=env)
+        assert done.returncode == 125
+        assert done.stderr.splitlines() == ["minidocker: --init: no init binary at /nonexistent/tini "
+                                            "(Debian's tini package has tini-static: apt-get install tini)"]
+    assert md("ps", "-aq").stdout == ""
+    records = os.path.join(os.environ["MINIDOCKER_ROOT"], "containers")
+    assert not os.path.isdir(records) or os.listdir(records) == []
+    assert cgroups_below(os.environ["MINIDOCKER_CGROUP_PARENT"]) == []
 
 def test_kill_with_a_signal():
     md("run", "-d", "--name", "hup", "busybox", "sh", "-c", "trap 'exit 42' HUP; while :; do sleep 0.1; done")
