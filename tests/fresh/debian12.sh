@@ -44,7 +44,12 @@ root=$work/root
 cat > "$root/etc/apt/apt.conf.d/01proxy" <<'EOF'
 Acquire::http::Proxy "http://127.0.0.1:3128";
 EOF
-printf '[global]\nproxy = http://127.0.0.1:3128\n' > "$root/etc/pip.conf"
+# This machine's own egress may inspect TLS with a CA of its own (local
+# CAs in /usr/local/share/ca-certificates): the userland gets those, and
+# pip is told to use the system's store, as this machine's pip is.
+cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/" 2>/dev/null || true
+chroot "$root" update-ca-certificates > /dev/null 2>&1
+printf '[global]\nproxy = http://127.0.0.1:3128\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$root/etc/pip.conf"
 # wget (debootstrap's downloader) in root's own ~/.wgetrc: /etc/wgetrc is the
 # wget package's conffile, and a file there before it is installed stops dpkg.
 printf 'use_proxy = on\nhttp_proxy = http://127.0.0.1:3128\nhttps_proxy = http://127.0.0.1:3128\n' > "$root/root/.wgetrc"
