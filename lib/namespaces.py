@@ -78,11 +78,23 @@ def join_all(pid: int) -> None:
     # Open all first: once in the container's mounts, /proc is its own and
     # no longer shows the host's PID of its init.
     fds = [(os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY), kind, flag, tool) for kind, flag, tool in joins]
-    for fd, kind, flag, tool in fds:
-        try:
-            host.setns(fd, flag, f"/proc/{pid}/ns/{kind})  # = nsenter {tool}", step="exec")
-        finally:
-            os.close(fd)
+    # setns(2) into a mount namespace puts us at that namespace's first root,
+    # not at the root its PID 1 has: they differ when the container was made
+    # by a caller in a chroot, whose pivot_root happened inside the chroot.
+    # There, `exec touch /go` would touch the machine's own /go.  So hold
+    # PID 1's root, and chroot to it once inside: nsenter --root does this.
+    root = os.open(f"/proc/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for fd, kind, flag, tool in fds:
+            try:
+                host.setns(fd, flag, f"/proc/{pid}/ns/{kind})  # = nsenter {tool}", step="exec")
+            finally:
+                os.close(fd)
+        host.explain("exec", f"chroot /proc/{pid}/root  # = nsenter --root")
+        os.fchdir(root)
+        os.chroot(".")
+    finally:
+        os.close(root)
     if len(joins) > len(JOIN):  # in a user namespace: become its root, as nsenter --user does
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)

@@ -90,6 +90,34 @@ def test_exec(row):
     row.result = "exit codes passed through; 1 when stopped"
 
 
+@pytest.mark.row("2B", "exec root", "exec lands in the container's root even when its creator ran in a chroot")
+def test_exec_lands_in_the_container_when_created_from_a_chroot(tmp_path, row):
+    # A chroot into a bind mount of / itself: the same files, but a root
+    # that is not the mount namespace's own.  A container made from there
+    # has pivoted inside the chroot; setns(2) into its mounts alone would
+    # put `exec` at the namespace's first root: this machine's /.
+    marker = f"mdt-exec-root-{os.getpid()}"
+    jail = tmp_path / "jail"
+    jail.mkdir()
+    made = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f'mount --rbind / "{jail}" && exec chroot "{jail}" "$@"', "sh",
+         *MINIDOCKER, "run", "-d", "--network", "none", "busybox", "sleep", "60"],
+        capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    cid = made.stdout.strip()
+    try:
+        md("exec", cid, "touch", f"/{marker}")
+        on_host = os.path.exists(f"/{marker}")
+        inside = md("exec", cid, "ls", f"/{marker}", check=False).returncode == 0
+    finally:
+        if os.path.exists(f"/{marker}"):  # the bug's doing: take it back off this machine
+            os.unlink(f"/{marker}")
+    assert not on_host, f"exec wrote /{marker} on this machine's own root"
+    assert inside
+    row.result = "the file is in the container, not on this machine's /"
+
+
 def test_exec_cannot_outlive_stop():
     md("run", "-d", "--name", "host-of-exec", "busybox", "sleep", "30")
     proc = subprocess.Popen([*MINIDOCKER, "exec", "host-of-exec", "sleep", "100"])
