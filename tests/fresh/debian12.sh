@@ -137,7 +137,14 @@ run_one() {
         mount -t tmpfs tmpfs "$root/run"
         mkdir -p "$root/mnt/src"
         mount --bind -o ro "$src" "$root/mnt/src"
-        exec chroot "$root" /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 \
+        # pivot_root, not chroot: in a chroot the kernel refuses user
+        # namespaces (unshare(2): EPERM), which a real machine allows.
+        cd "$root"
+        mkdir -p .old-root
+        pivot_root . .old-root
+        umount -l /.old-root
+        rmdir /.old-root
+        exec /usr/bin/env -i HOME=/root TERM=xterm LANG=C.UTF-8 \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             /bin/bash -lc "
             set -e
