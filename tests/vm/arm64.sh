@@ -81,7 +81,7 @@ if [ ! -e "$cache/$key/complete" ]; then
     # debootstrap's first stage leaves /proc a symlink to the host's; the
     # guest needs a directory to mount its own on.
     [ -L "$rootfs/proc" ] && rm "$rootfs/proc" && mkdir "$rootfs/proc"
-    mkdir "$rootfs/mnt/src" "$rootfs/mnt/site"  # where the tests' files appear, on a read-only root
+    mkdir -p "$rootfs/mnt/src" "$rootfs/mnt/site"  # where the tests' files appear, on a read-only root
     # No journal: a guest that stops without unmounting (virtme-ng's init
     # cannot power off this userland) would leave one to replay, and the
     # tests mount the image read-only.
