@@ -30,6 +30,14 @@ import sys  # noqa: E402
 # a start here): minidocker needs nothing beyond Python's standard library.
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 
+if __name__ == "__main__" and os.path.basename(sys.argv[0]) == "minidocker-runc":
+    # The OCI runtime face, as busybox dispatches: before importing the
+    # engine's modules (images, networks...), which a runtime never uses and
+    # conmon would wait 15 ms a start for.
+    from lib import oci
+
+    sys.exit(oci.main(sys.argv[1:]))
+
 from lib import container, state  # noqa: E402
 from lib.host import MinidockerError  # noqa: E402
 
@@ -116,7 +124,8 @@ def _run_config(args: argparse.Namespace):
         image=args.image, command=args.command,
         entrypoint=None if args.entrypoint is None else ([args.entrypoint] if args.entrypoint else []),
         name=args.name or "", hostname=args.hostname or "", env=args.env, workdir=args.workdir or "",
-        tty=args.tty, interactive=args.interactive, auto_remove=getattr(args, "rm", False),
+        tty=args.tty, interactive=args.interactive, auto_remove=getattr(args, "rm", False), restart=args.restart,
+        log_opts=args.log_opt,
         memory=memory, memory_swap=swap, nano_cpus=spec.parse_cpus(args.cpus),
         pids_limit=max(args.pids_limit or 0, 0), cpuset_cpus=spec.parse_cpuset(args.cpuset_cpus),
         cgroup_parent=args.cgroup_parent or "", network=args.network, ip=args.ip or "", dns=args.dns,
@@ -126,17 +135,28 @@ def _run_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    keys = _detach_keys(args)
     cid = container.create(_run_config(args))
     try:
         if args.detach:
             container.start(cid, detach=True)
             print(cid)
             return 0
-        return container.start(cid, detach=False, tty=args.tty, interactive=args.interactive)
+        return container.start(cid, detach=False, tty=args.tty, interactive=args.interactive, keys=keys)
     except (MinidockerError, KeyboardInterrupt):
         # A run that could not start leaves nothing behind, not even a record.
         container.remove(cid, force=True)
         raise
+
+
+def _detach_keys(args: argparse.Namespace) -> bytes:
+    from lib import monitor
+
+    return monitor.detach_keys(args.detach_keys or monitor.DETACH_KEYS)
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    return container.attach(args.container, not args.no_stdin, _detach_keys(args))
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -145,9 +165,15 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
+    if args.all:
+        return _each(container.restartable(_restart_filter(args.filter)), lambda cid: container.start(cid, True),
+                     show=True)
+    if not args.containers:
+        raise MinidockerError('"start" requires at least 1 argument', 1)
     if args.attach:
         rec = container.find(args.containers[0])
-        return container.start(rec["Id"], detach=False, tty=rec["Config"]["Tty"], interactive=args.interactive)
+        return container.start(rec["Id"], detach=False, tty=rec["Config"]["Tty"], interactive=args.interactive,
+                               keys=_detach_keys(args))
     return _each(args.containers, lambda ref: container.start(container.find(ref)["Id"], detach=True))
 
 
@@ -213,7 +239,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
         command = " ".join([r["Path"], *r["Args"]])
         if not args.no_trunc and len(command) > 20:
             command = command[:19] + "…"
-        if st["Running"]:
+        if st.get("Restarting"):
+            status = f"Restarting ({st['ExitCode']}) {_ago(st['FinishedAt'])}"
+        elif st["Running"]:
             status = "Up " + _human_duration(st["StartedAt"])
         elif st["FinishedAt"] != state.ZERO_TIME:
             status = f"Exited ({st['ExitCode']}) {_ago(st['FinishedAt'])}"
@@ -294,6 +322,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 def cmd_exec(args: argparse.Namespace) -> int:
     return container.exec_(args.container, args.command, args.env, args.workdir or "", args.interactive, args.tty)
+
+
+def cmd_container_exited(args: argparse.Namespace) -> int:
+    container.exited(args.container)
+    return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -489,6 +522,10 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--help", action="help", help="show this help")
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
     p.add_argument("-t", "--tty", action="store_true", help="a pty of the container's own (its output logged)")
+    p.add_argument("--log-opt", action="append", default=[],
+                   help="max-size=10m (then rotate), max-file=N (files kept); default: /etc/minidocker/daemon.json")
+    p.add_argument("--restart", default="no",
+                   help="restart when it exits: no (default), on-failure[:N], always, unless-stopped")
     p.add_argument("--name", help="assign a name to the container")
     p.add_argument("-h", "--hostname", help="container host name (default: the short ID)")
     p.add_argument("-e", "--env", action="append", default=[], help="set an environment variable KEY=VAL")
@@ -530,13 +567,39 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
 def _run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-d", "--detach", action="store_true", help="run in the background, print the ID")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    _detach_keys_flag(p)
     _container_flags(p)
+
+
+def _restart_filter(filters: list[str]) -> set[str]:
+    policies = set()
+    for f in filters:
+        key, _, value = f.partition("=")
+        if key != "restart-policy" or value not in ("always", "unless-stopped", "on-failure", "no"):
+            raise MinidockerError(f"invalid filter '{f}': restart-policy=always|unless-stopped|on-failure|no")
+        policies.add(value)
+    return policies or {"always", "unless-stopped", "on-failure", "no"}
 
 
 def _start_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--attach", action="store_true", help="attach output and wait for the exit")
     p.add_argument("-i", "--interactive", action="store_true", help="attach STDIN")
-    p.add_argument("containers", nargs="+")
+    _detach_keys_flag(p)
+    p.add_argument("--all", action="store_true",
+                   help="every container that is not running (with --filter restart-policy=...: "
+                        "what a boot does, docs/phases/2b-lifecycle.md)")
+    p.add_argument("--filter", action="append", default=[], help="restart-policy=always|unless-stopped|...")
+    p.add_argument("containers", nargs="*")
+
+
+def _detach_keys_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detach-keys", help="the keys that detach from a container with a tty (default: ctrl-p,ctrl-q)")
+
+
+def _attach_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-stdin", action="store_true", help="do not attach STDIN")
+    _detach_keys_flag(p)
+    p.add_argument("container")
 
 
 def _stop_flags(p: argparse.ArgumentParser) -> None:
@@ -580,6 +643,10 @@ def _logs_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", "--tail", help="lines from the end (default: all)")
     p.add_argument("--since", help="a time (RFC 3339) or a duration ago (42m)")
     p.add_argument("--until", help="a time (RFC 3339) or a duration ago (42m)")
+    p.add_argument("container")
+
+
+def _one_container(p: argparse.ArgumentParser) -> None:
     p.add_argument("container")
 
 
@@ -649,6 +716,7 @@ VERBS = {
     "run": (cmd_run, _run_flags, "create and start a container"),
     "create": (cmd_create, _container_flags, "create a container without starting it"),
     "start": (cmd_start, _start_flags, "start created or stopped containers"),
+    "attach": (cmd_attach, _attach_flags, "attach to a running container's input and output"),
     "stop": (cmd_stop, _stop_flags, "stop containers: SIGTERM, then SIGKILL"),
     "restart": (cmd_restart, _stop_flags, "stop and start containers"),
     "kill": (cmd_kill, _kill_flags, "send a signal to containers"),
@@ -670,6 +738,8 @@ VERBS = {
     "load": (cmd_load, _load_flags, "read images from a docker save or OCI layout tar archive"),
     "import": (cmd_import, _import_flags, "make an image from a root filesystem directory or tarball"),
 }
+# conmon runs this when a container it watches has exited (monitor.py).
+HIDDEN = {"container-exited": (cmd_container_exited, _one_container, "record a container's exit")}
 _NO_HELP_FLAG = {"run", "create"}  # -h is --hostname there, as in Docker
 
 USAGE = """usage: minidocker [--explain] [--debug] VERB [ARGS...]
@@ -698,10 +768,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
             raise SystemExit(0)
         else:
             raise MinidockerError(f"unknown flag: {flag}. See 'minidocker --help'.")
-    if not argv or argv[0] not in VERBS:
+    if not argv or argv[0] not in VERBS | HIDDEN:
         what = f"'{argv[0]}' is not a minidocker command" if argv else "a verb is needed"
         raise MinidockerError(f"{what}. See 'minidocker --help'.", 1)
-    func, flags, help = VERBS[argv[0]]
+    func, flags, help = (VERBS | HIDDEN)[argv[0]]
     p = _Parser(prog=f"minidocker {argv[0]}", description=help, add_help=argv[0] not in _NO_HELP_FLAG,
                 formatter_class=_Formatter)
     flags(p)
@@ -743,8 +813,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if os.path.basename(sys.argv[0]) == "minidocker-runc":  # the OCI runtime face, as busybox dispatches
-        from lib import oci
-
-        sys.exit(oci.main(sys.argv[1:]))
     sys.exit(main(sys.argv[1:]))

@@ -26,9 +26,8 @@ import signal
 import time
 from collections.abc import Callable
 
-from lib import cgroups, dns, host, images, network, ports, rootfs, spec, state, volumes
+from lib import cgroups, dns, host, images, logs, network, ports, rootfs, spec, state, volumes
 from lib.host import MinidockerError
-from lib.logs import LogWriter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -111,6 +110,12 @@ def create(cfg: spec.RunConfig) -> str:
         raise MinidockerError("No command specified")
     env = _merge_env(conf.get("Env") or [], cfg.env)
     cfg.user = cfg.user or conf.get("User") or ""  # resolved at each start, in the container's /etc/passwd
+    restart = spec.restart_policy(cfg.restart, cfg.auto_remove)
+    log_config = logs.options(cfg.log_opts)
+    if int(log_config["max-file"]) > 1:  # conmon must be able to rotate
+        from lib import monitor
+
+        monitor.check_rotation(int(log_config["max-file"]))
     cid = state.new_id()
     cdir = state.container_dir(cid)
     os.makedirs(cdir)
@@ -146,11 +151,13 @@ def create(cfg: spec.RunConfig) -> str:
         state.write_json(os.path.join(cdir, "config.json"), oci)
         _save({
             "Id": cid, "Created": state.now(), "Path": args[0], "Args": args[1:],
-            "State": {"Status": "created", "Running": False, "Pid": 0, "ExitCode": 0, "OOMKilled": False,
+            "State": {"Status": "created", "Running": False, "Restarting": False, "Pid": 0, "ExitCode": 0,
+                      "OOMKilled": False,
                       "Error": "", "StartedAt": state.ZERO_TIME, "FinishedAt": state.ZERO_TIME},
-            "Image": "sha256:" + image_id, "Name": "/" + name,
-            "LogPath": os.path.join(cdir, "container-json.log"),
-            "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "NetworkMode": mode,
+            "Image": "sha256:" + image_id, "Name": "/" + name, "RestartCount": 0,
+            "LogPath": os.path.join(cdir, "container.log"),
+            "HostConfig": {**limits, "AutoRemove": cfg.auto_remove, "RestartPolicy": restart,
+                           "LogConfig": {"Type": "k8s-file", "Config": log_config}, "NetworkMode": mode,
                            "Privileged": cfg.privileged, "CapAdd": cfg.cap_add, "CapDrop": cfg.cap_drop,
                            "SecurityOpt": cfg.security_opt, "ReadonlyRootfs": cfg.read_only,
                            "UsernsMode": cfg.userns, **({"Init": True} if cfg.init else {}),
@@ -280,7 +287,8 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
         "hostname": hostname,
         "mounts": mounts,
         "linux": {"namespaces": [{"type": k} for k in kinds], "cgroupsPath": cgroup,
-                  "resources": resources, "devices": [], "seccomp": seccomp,
+                  "resources": {**resources, "devices": _device_rules(cfg.privileged)}, "devices": [],
+                  "seccomp": seccomp,
                   "maskedPaths": [] if cfg.privileged else security.MASKED,
                   "readonlyPaths": [] if cfg.privileged else security.READONLY},
         "annotations": {"org.minidocker.overlay.lowerdir": ":".join(lower),
@@ -290,17 +298,24 @@ def _oci_spec(cdir: str, lower: list[str], args: list[str], env: list[str], work
     }
 
 
-# ----------------------------------------------------------------- start
-def _launch(cid: str, stdio: tuple) -> runtime.Init:
-    """cgroup, namespaces, init; join, go: the container runs when this returns."""
-    from lib import runtime
+def _device_rules(privileged: bool) -> list[dict]:
+    """linux.resources.devices, as Docker writes them: every device denied,
+    then mknod of any allowed (a node made for the host's disk still cannot
+    be opened); the runtime adds the harmless ones (null, zero, tty...).
+    Privileged: every device."""
+    if privileged:
+        return [{"allow": True, "access": "rwm"}]
+    return [{"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "access": "m"},
+            {"allow": True, "type": "b", "access": "m"}]
 
+
+# ----------------------------------------------------------------- start
+def _prepare(cid: str) -> tuple[dict, dict]:
+    """The record and OCI spec of a container about to start."""
     rec = load(cid)
     if running(rec):
         raise MinidockerError(f"container {cid[:12]} is already running", 1)
-    cdir = state.container_dir(cid)
-    oci = state.read_json(os.path.join(cdir, "config.json"))
-    cgroup = cgroups.for_container(_private(rec)["Cgroup"])
+    oci = state.read_json(os.path.join(state.container_dir(cid), "config.json"))
     mode = rec["HostConfig"]["NetworkMode"]
     if mode.startswith("container:"):  # join its network namespace, by path (its PID 1 now)
         other = refresh(load(mode.removeprefix("container:")))
@@ -309,8 +324,58 @@ def _launch(cid: str, stdio: tuple) -> runtime.Init:
         for ns in oci["linux"]["namespaces"]:
             if ns["type"] == "network":
                 ns["path"] = f"/proc/{other['State']['Pid']}/ns/net"
+    return rec, oci
+
+
+def _plug(rec: dict, pid: int, published: list[dict]) -> dict:
+    """A bridged container's veth, addresses and published ports; its NetworkSettings.
+
+    `published` is filled as ports are reserved, so that a failure after
+    them knows what to give back."""
+    mode = rec["HostConfig"]["NetworkMode"]
+    if not network.bridged(mode):
+        return {}
+    net = network.attach(rec, pid)
+    network.write_hosts(rec)
+    network.refresh_peers(mode)
+    published += ports.reserve(rec["Id"], _private(rec)["Publish"])
+    ports.publish(rec["Id"], net["IPAddress"], published)
+    net["Ports"] = ports.show(published)
+    return net
+
+
+def _record_started(cid: str, pid: int, monitor_pid: int, net: dict, published: list[dict]) -> None:
+    def started(r: dict) -> None:
+        r["NetworkSettings"].update(net)
+        _private(r)["Published"] = published
+        r["State"].update(Status="running", Running=True, Restarting=False, Pid=pid, ExitCode=0, Error="",
+                          OOMKilled=False, StartedAt=state.now(), FinishedAt=state.ZERO_TIME)
+        _private(r).update(PidStart=state.process_start_time(pid), MonitorPid=monitor_pid,
+                           MonitorStart=state.process_start_time(monitor_pid), StopRequested=False)
+
+    update(cid, started)
+
+
+def _record_failed(rec: dict, error: MinidockerError, published: list[dict]) -> None:
+    """A start that failed: the record says why, and nothing it took is kept."""
+    def failed(r: dict) -> None:
+        r["State"].update(Status="created", Running=False, Restarting=False, Pid=0, ExitCode=error.code,
+                          Error=str(error))
+
+    update(rec["Id"], failed)
+    _release(rec)
+    if published:
+        ports.unpublish(rec["Id"])
+
+
+def _launch(cid: str, stdio: tuple) -> runtime.Init:
+    """In-process: cgroup, namespaces, init; join, go: the container runs
+    when this returns, with us as its monitor (a foreground `run`)."""
+    from lib import runtime
+
+    rec, oci = _prepare(cid)
+    cgroup = cgroups.for_container(_private(rec)["Cgroup"])
     init = None
-    net: dict = {}
     published: list[dict] = []
     try:
         # The init starts first and builds the root filesystem while we
@@ -329,26 +394,10 @@ def _launch(cid: str, stdio: tuple) -> runtime.Init:
         # the kernel (~15 ms here): done now, it overlaps the init's mounts.
         cgroup.join(init.pid)
         init.wait_ready()
-        if network.bridged(mode):
-            net = network.attach(rec, init.pid)
-            network.write_hosts(rec)
-            network.refresh_peers(mode)
-            published = ports.reserve(cid, _private(rec)["Publish"])
-            ports.publish(cid, net["IPAddress"], published)
-            net["Ports"] = ports.show(published)
-
+        net = _plug(rec, init.pid, published)
         if oci["linux"].get("uidMappings"):
             init.map_users(oci["linux"]["uidMappings"], oci["linux"]["gidMappings"])
-
-        def started(r: dict) -> None:
-            r["NetworkSettings"].update(net)
-            _private(r)["Published"] = published
-            r["State"].update(Status="running", Running=True, Pid=init.pid, ExitCode=0, Error="",
-                              OOMKilled=False, StartedAt=state.now(), FinishedAt=state.ZERO_TIME)
-            _private(r).update(PidStart=state.process_start_time(init.pid), MonitorPid=os.getpid(),
-                               MonitorStart=state.process_start_time(os.getpid()), StopRequested=False)
-
-        update(cid, started)
+        _record_started(cid, init.pid, os.getpid(), net, published)
         init.go()
         return init
     except BaseException as e:  # Ctrl-C too: release everything this start took
@@ -356,25 +405,67 @@ def _launch(cid: str, stdio: tuple) -> runtime.Init:
         if init is not None:
             error = init.own_failure() or error
             init.abort()
-
-        def failed(r: dict) -> None:
-            r["State"].update(Status="created", Running=False, Pid=0, ExitCode=error.code, Error=str(error))
-
-        update(cid, failed)
-        _release(rec, cgroup)
-        if published:
-            ports.unpublish(cid)
+        _record_failed(rec, error, published)
         if error is not e:
             raise error from None
         raise
 
 
-def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) -> int:
-    """Start a created (or ended) container; attached, return its exit code."""
+def _start_monitored(cid: str, attach: bool = False):
+    """Through conmon (monitor.py): it runs `minidocker-runc create`, whose
+    init waits on its exec.fifo; we plug in the network, then start it, as
+    podman does with runc.  Returns once the command runs; with `attach`,
+    a connection to conmon's attach socket, made before the command runs,
+    so that none of its output is missed."""
+    from lib import monitor
+
+    rec, oci = _prepare(cid)
+    cdir = state.container_dir(cid)
+    if rec["HostConfig"]["NetworkMode"].startswith("container:"):  # the runtime reads the path from the bundle
+        state.write_json(os.path.join(cdir, "config.json"), oci)
+    pid = monitor_pid = 0
+    published: list[dict] = []
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        try:
+            pid, monitor_pid = monitor.spawn(cid, cdir, rec["LogPath"], rec["Config"]["Tty"],
+                                             rec["Config"]["OpenStdin"], *_log_bounds(rec))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        net = _plug(rec, pid, published)
+        _record_started(cid, pid, monitor_pid, net, published)
+        sock = monitor.connect(cdir) if attach else None
+        monitor.start(cid)
+        return sock
+    except BaseException as e:
+        error = e if isinstance(e, MinidockerError) else MinidockerError("interrupted while starting", 130)
+        # Recorded as not running first: conmon's exit command then finds
+        # nothing to record, restart or wait for, when PID 1 dies below.
+        _record_failed(rec, error, published)
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_pid(monitor_pid, 10)
+        monitor.forget(cid)
+        if error is not e:
+            raise error from None
+        raise
+
+
+def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False, keys: bytes = b"") -> int:
+    """Start a created (or ended) container; attached, return its exit code.
+
+    In the foreground without a pty, we are the monitor (runtime.py).  With
+    a pty the user may detach and come back: conmon watches it, and we
+    attach to conmon."""
     if detach:
         if not running(refresh(load(cid))):  # as Docker: starting a running container is no error
             _start_detached(cid)
         return 0
+    rec = load(cid)
+    # conmon: a pty to detach from, a policy its exit command carries out, or rotated logs.
+    if tty or _policy(rec)["Name"] != "no" or _log_bounds(rec)[1] > 1:
+        return _attached(cid, interactive, keys, start=True)
     from lib import runtime
 
     # The container gets its own session: a signal that reaches us (Ctrl-C
@@ -392,53 +483,49 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False) 
     return _monitor(cid, init, echo=True, interactive=interactive)
 
 
-def _start_detached(cid: str) -> None:
-    """Fork a monitor that outlives us; return once the container runs."""
-    from lib import runtime
+def attach(ref: str, stdin: bool, keys: bytes) -> int:
+    """`attach`: to a running container's output (and, with stdin, its input)."""
+    rec = find(ref)
+    if not running(rec):
+        raise MinidockerError("You cannot attach to a stopped container, start it first", 1)
+    return _attached(rec["Id"], stdin and rec["Config"]["OpenStdin"], keys, start=False)
 
-    ready_r, ready_w = os.pipe()
-    if os.fork():
-        os.close(ready_w)
-        answer = b""
-        while chunk := os.read(ready_r, 4096):
-            answer += chunk
-        os.close(ready_r)
-        if answer != b"ok":
-            code, _, message = answer.decode().partition(" ")
-            raise MinidockerError(message or "the monitor died while starting the container", int(code or 125))
-        return
-    # The monitor.  It must let go of everything the caller waits on, our
-    # stdout and stderr above all, or `$(minidocker run -d ...)` never ends.
-    code = 0
-    try:
-        os.close(ready_r)
-        os.setsid()
-        explain = os.dup(2)
-        if os.environ.get("MINIDOCKER_EXPLAIN"):
-            os.environ["MINIDOCKER_EXPLAIN"] = str(explain)
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        # Nor keep anything else the caller had open, for as long as the container runs.
-        runtime.close_all_but({0, 1, 2, ready_w, explain})
-        try:
+
+def _attached(cid: str, stdin: bool, keys: bytes, start: bool) -> int:
+    """Relay between the user and conmon until the container ends (its exit
+    code) or the user detaches (0, and it runs on)."""
+    from lib import monitor
+
+    cdir = state.container_dir(cid)
+    with monitor.attached(cdir):
+        if start:
             with state.transition(cid):
-                tty = load(cid)["Config"]["Tty"]
-                init = _launch(cid, (runtime.NULL, runtime.CONSOLE if tty else runtime.PIPE))
-        finally:
-            os.environ.pop("MINIDOCKER_EXPLAIN", None)
-            os.close(explain)
-        os.write(ready_w, b"ok")
-        os.close(ready_w)
-        _monitor(cid, init, echo=False)
-    except MinidockerError as e:
-        os.write(ready_w, f"{e.code} {e}".encode())
-        code = 1
-    except BaseException as e:  # never let the fork return into the CLI
-        with contextlib.suppress(OSError):
-            os.write(ready_w, f"125 monitor: {e!r}".encode())
-        code = 1
-    os._exit(code)
+                sock = _start_monitored(cid, attach=True)
+        else:
+            sock = monitor.connect(cdir)
+        rec = load(cid)
+        if monitor.relay(sock, cdir, rec["Config"]["Tty"], stdin, keys or monitor.detach_keys(monitor.DETACH_KEYS)):
+            return 0
+        # conmon closes our connection, writes the exit file, then runs its
+        # exit command, which records the exit, then waits for us before it
+        # removes a --rm container.  We return once the record is true, as
+        # `docker run` does: an `inspect` right after us says "exited".
+        code = monitor.wait_exit_code(cid, _private(rec)["MonitorPid"], _private(rec)["MonitorStart"])
+        deadline = time.monotonic() + 10
+        while running(load(cid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return code if code is not None else _wait_recorded(cid)["State"]["ExitCode"]
+
+
+def _start_detached(cid: str) -> None:
+    with state.transition(cid):
+        _start_monitored(cid)
+
+
+def _log_bounds(rec: dict) -> tuple[int, int]:
+    """(max-size in bytes, max-file) of a container's log; 0: no bound."""
+    config = rec["HostConfig"].get("LogConfig", {}).get("Config", {})
+    return logs.size_bytes(config.get("max-size", "-1")), int(config.get("max-file", 1))
 
 
 def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False) -> int:
@@ -446,7 +533,7 @@ def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False
     from lib import stdio
 
     rec = load(cid)
-    log = LogWriter(rec["LogPath"])
+    log = logs.LogWriter(rec["LogPath"], _log_bounds(rec)[0])
 
     def copier(stream: str, own: int):
         def copy(data: bytes) -> None:
@@ -475,11 +562,16 @@ def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False
     return code
 
 
-def _finish(cid: str, code: int, error: str = "") -> None:
-    """Record the end and give back what the container held."""
+def _finish(cid: str, code: int, error: str = "", auto_remove: bool = True) -> bool:
+    """Record the end and give back what the container held; False if
+    someone had already recorded it (or removed the container)."""
+    recorded = False
+
     def ended(r: dict) -> None:
+        nonlocal recorded
         if not running(r):
             return
+        recorded = True
         cgroup = cgroups.for_container(_private(r)["Cgroup"])
         oom = cgroup.oom_killed()
         r["State"].update(Status="stopped" if _private(r)["StopRequested"] else "exited", Running=False,
@@ -489,9 +581,87 @@ def _finish(cid: str, code: int, error: str = "") -> None:
     try:
         rec = update(cid, ended)
     except MinidockerError:
-        return  # removed meanwhile (rm -f): nothing left to record
-    if rec["HostConfig"]["AutoRemove"]:
+        return False  # removed meanwhile (rm -f): nothing left to record
+    if auto_remove and rec["HostConfig"]["AutoRemove"]:
         _remove_files(rec)
+    return recorded
+
+
+def exited(cid: str) -> None:
+    """conmon's exit command: record the exit it saw, give back what the
+    container held, and forget the runtime's state of it."""
+    from lib import monitor
+
+    code = monitor.exit_code(cid)
+    if code is None:  # `create` failed: the start that asked for it cleans up
+        return
+    delay = None
+    with contextlib.suppress(MinidockerError):
+        if not _finish(cid, code, auto_remove=False):  # a start that failed, and recorded why itself
+            monitor.forget(cid)
+            return
+        monitor.wait_for_clients(state.container_dir(cid))  # an attached `run -it --rm` reads the code first
+        rec = load(cid)
+        if rec["HostConfig"]["AutoRemove"] and not running(rec):
+            _remove_files(rec)
+        else:
+            delay = _restart_delay(rec)
+    monitor.forget(cid)  # before a restart: the runtime refuses an ID whose state it still has
+    if delay is not None:
+        _restart(cid, delay)
+
+
+def restartable(policies: set[str]) -> list[str]:
+    """Containers to start after a reboot, as dockerd does when it starts:
+    those not running whose restart policy is one of `policies`; an
+    unless-stopped one only if no one stopped it."""
+    found = []
+    for cid in state.all_ids():
+        with contextlib.suppress(MinidockerError):
+            rec = refresh(load(cid))
+            name = _policy(rec)["Name"]
+            if not running(rec) and name in policies and \
+                    not (name == "unless-stopped" and _private(rec)["StopRequested"]):
+                found.append(cid)
+    return found
+
+
+def _policy(rec: dict) -> dict:
+    return rec["HostConfig"].get("RestartPolicy") or {"Name": "no", "MaximumRetryCount": 0}
+
+
+def _restart_delay(rec: dict) -> float | None:
+    """Seconds to wait before restarting an exited container; None: leave it.
+
+    Docker's rule: the delay starts at 100 ms and doubles with each restart,
+    up to a minute, so that a container that crashes at once does not take
+    the machine with it; a run of 10 seconds or more counts as a success and
+    starts the count again."""
+    policy, st = _policy(rec), rec["State"]
+    if running(rec) or _private(rec)["StopRequested"] or policy["Name"] == "no":
+        return None
+    if policy["Name"] == "on-failure" and (st["ExitCode"] == 0 or 0 < policy["MaximumRetryCount"]
+                                           <= rec.get("RestartCount", 0)):
+        return None
+    if state.parse_time(st["FinishedAt"]) - state.parse_time(st["StartedAt"]) >= 10:
+        return 0.1
+    return _private(rec).get("RestartDelay", 0.1)
+
+
+def _restart(cid: str, delay: float) -> None:
+    """The restart policy, carried out by conmon's exit command: wait, then
+    start again under a new conmon, unless `stop` or `rm` came meanwhile."""
+    def restarting(r: dict) -> None:
+        r["State"].update(Status="restarting", Restarting=True)
+        r["RestartCount"] = r.get("RestartCount", 0) + 1
+        _private(r)["RestartDelay"] = min(delay * 2, 60.0)
+
+    update(cid, restarting)
+    time.sleep(delay)
+    with contextlib.suppress(MinidockerError), state.transition(cid):
+        rec = load(cid)
+        if rec["State"]["Restarting"] and not _private(rec)["StopRequested"]:
+            _start_monitored(cid)
 
 
 def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
@@ -507,11 +677,21 @@ def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
 
 
 def refresh(rec: dict) -> dict:
-    """The record, corrected if its process died and nobody recorded it."""
+    """The record, corrected if its process died and nobody recorded it.
+
+    conmon writes the exit code to a file before it runs its exit command;
+    between the two, the file is the truth.  Without it the end was seen by
+    nobody: Docker's unknown exit code."""
     st, priv = rec["State"], _private(rec)
     if st["Running"] and not state.alive(st["Pid"], priv["PidStart"]) \
             and not state.alive(priv["MonitorPid"], priv["MonitorStart"]):
-        _finish(rec["Id"], EXIT_UNKNOWN, "the container's monitor died; its exit code is unknown")
+        from lib import monitor
+
+        code = monitor.exit_code(rec["Id"])
+        if code is None:
+            _finish(rec["Id"], EXIT_UNKNOWN, "the container's monitor died; its exit code is unknown")
+        else:
+            _finish(rec["Id"], code)
         with contextlib.suppress(MinidockerError):
             return load(rec["Id"])
     return rec
@@ -526,14 +706,19 @@ def _signal(rec: dict, sig: int) -> None:
 
 
 def _wait_gone(rec: dict, timeout: float) -> bool:
-    """Wait for PID 1 to exit: a pidfd turns readable when it does."""
-    pid, start = rec["State"]["Pid"], _private(rec)["PidStart"]
+    """Wait for PID 1 to exit."""
+    return _wait_pid(rec["State"]["Pid"], timeout, _private(rec)["PidStart"])
+
+
+def _wait_pid(pid: int, timeout: float, start: int | None = None) -> bool:
+    """Wait for a process to exit: a pidfd turns readable when it does.
+    With its start time, a reused PID is not mistaken for it."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
         return True
     try:
-        if not state.alive(pid, start):
+        if start is not None and not state.alive(pid, start):
             return True
         return bool(select.select([pidfd], [], [], timeout)[0])
     finally:
@@ -562,6 +747,12 @@ def stop(ref: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> None:
     ignores TERM, and only the SIGKILL after the timeout ends it (137).
     """
     cid = state.resolve(ref)
+    if load(cid)["State"].get("Restarting"):  # waiting to restart: the waiting exit command gives up
+        def given_up(r: dict) -> None:
+            _private(r)["StopRequested"] = True
+            r["State"].update(Status="exited", Restarting=False)
+
+        update(cid, given_up)
     with state.transition(cid):
         rec = refresh(load(cid))
         if not running(rec):
@@ -623,9 +814,12 @@ def _remove_unreadable(cid: str) -> None:
 
 
 def _remove_files(rec: dict) -> None:
+    from lib import monitor
+
     cdir = state.container_dir(rec["Id"])
     with contextlib.suppress(FileNotFoundError), state.locked(cdir):
         _release(rec)
+        monitor.forget(rec["Id"])
         network.release(rec["Id"])
         network.refresh_peers(rec["HostConfig"]["NetworkMode"], leaving=rec["Id"])
         state.release_name(rec["Name"].lstrip("/"), rec["Id"])

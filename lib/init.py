@@ -84,6 +84,19 @@ def _execvpe(file: str, args: list[str], env: dict[str, str]) -> None:
     raise error
 
 
+def _lookup(process: dict) -> None:
+    """Fail now, with exec's own error, if the command cannot be found."""
+    file = process["args"][0] if process.get("args") else ""
+    if "/" in file:
+        candidates = [file]
+    else:
+        path = next((e[5:] for e in process.get("env", []) if e.startswith("PATH=")), "")
+        candidates = [os.path.join(d or ".", file) for d in path.split(":")]
+    if not any(os.path.exists(c) for c in candidates if file):
+        where = f"stat {file}: no such file or directory" if "/" in file else "executable file not found in $PATH"
+        raise host.MinidockerError(f'exec: "{file}": {where}', host.EXIT_NOT_FOUND)
+
+
 def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int = 0) -> None:
     """Become the process: its directory, confinement, then execve(2)."""
     import signal
@@ -223,6 +236,9 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
     if any(n["type"] == "user" and not n.get("path") for n in wanted):
         _enter_user_namespace(go_fd, report_fd)
     if fifo:
+        # As runc: a command that is not there fails `create`, where the
+        # engine still hears of it, not the start, after which no one would.
+        _lookup(spec["process"])
         _wait_for_start(fifo_fd, report_fd)
     elif os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start

@@ -84,6 +84,16 @@ def _limits(resources: dict) -> dict:
             "DeviceRules": rules}
 
 
+def _ours(bundle: str, cid: str) -> bool:
+    """Is this bundle minidocker's own record of this very container?  Its
+    directory under the state root, which only root can reach (state.py),
+    and which no engine's bundle can be."""
+    try:
+        return os.path.samefile(bundle, state.container_dir(cid))
+    except OSError:
+        return False
+
+
 def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str, preserve_fds: int = 0) -> None:
     sdir = _state_dir(root, cid)
     if os.path.exists(sdir):
@@ -100,8 +110,11 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
     fifo = os.path.join(sdir, "exec.fifo")
     # Our own annotations steer the init (a console socket to connect to, a
     # FIFO): a bundle's own are data, never instructions to us.
-    own = {k: v for k, v in (spec.get("annotations") or {}).items() if not k.startswith("org.minidocker.")}
+    annotations = spec.get("annotations") or {}
+    own = {k: v for k, v in annotations.items() if not k.startswith("org.minidocker.")}
     spec["annotations"] = {**own, "org.minidocker.exec-fifo": fifo}
+    if _ours(bundle, cid):  # minidocker's own container, started through conmon: its overlay root
+        spec["annotations"].update({k: v for k, v in annotations.items() if k.startswith("org.minidocker.overlay.")})
     spec["annotations"]["org.minidocker.preserve-fds"] = str(preserve_fds)
     cgroup = cgroups.for_container(linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}")
     os.makedirs(sdir, mode=0o711)
@@ -142,17 +155,29 @@ def start(root: str, cid: str) -> None:
     fifo = os.path.join(_state_dir(root, cid), "exec.fifo")
     if _status(root, st) != "created":
         raise MinidockerError(f"cannot start a container that has {_status(root, st)}", 1)
+    import select
+
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    pidfd = -1
     try:
-        for _ in range(500):  # the init opens its end for writing: then there is a byte to read
+        with contextlib.suppress(ProcessLookupError):
+            pidfd = os.pidfd_open(st["pid"])
+        # The init opens its end for writing and writes a byte; a FIFO that
+        # never had a writer does not report end-of-file, so select(2) wakes
+        # for that byte, or for the pidfd when the init dies first.
+        # The byte is looked for first: a command as quick as `true` may have
+        # run and exited before we look at all.
+        while True:
+            readable = select.select([fd] + ([pidfd] if pidfd >= 0 else []), [], [], 5)[0]
             with contextlib.suppress(BlockingIOError):
-                if os.read(fd, 1):
+                if fd in readable and os.read(fd, 1):
                     break
-            if not state.alive(st["pid"], st["pidStart"]):
+            if pidfd < 0 or pidfd in readable or not state.alive(st["pid"], st["pidStart"]):
                 raise MinidockerError("the container's init died before it could start", 1)
-            time.sleep(0.01)
     finally:
         os.close(fd)
+        if pidfd >= 0:
+            os.close(pidfd)
     os.unlink(fifo)
 
 
@@ -310,15 +335,15 @@ def main(argv: list[str]) -> int:
             print(json.dumps(features(), indent=2))
         return 0
     except MinidockerError as e:
-        _log(args, str(e))
+        _log(args, str(e), e.code)
         return e.code if e.code != host.EXIT_ENGINE else 1
 
 
-def _log(args: argparse.Namespace, message: str) -> None:
+def _log(args: argparse.Namespace, message: str, code: int) -> None:
     print(f"minidocker-runc: {message}", file=sys.stderr)
     if args.log:
         with contextlib.suppress(OSError), open(args.log, "a") as f:
-            if args.log_format == "json":
-                f.write(json.dumps({"level": "error", "msg": message, "time": state.now()}) + "\n")
+            if args.log_format == "json":  # runc's fields, and the exit code Docker would give
+                f.write(json.dumps({"level": "error", "msg": message, "time": state.now(), "code": code}) + "\n")
             else:
                 f.write(f"{state.now()} error: {message}\n")

@@ -58,6 +58,8 @@ class RunConfig:
     pull: str = "missing"
     userns: str = ""  # "" or "host": the host's; "private": root inside is USERNS_BASE outside
     init: bool = False  # --init: tini as PID 1, the command its child
+    restart: str = "no"  # --restart: no, on-failure[:N], always, unless-stopped
+    log_opts: list[str] = []  # noqa: RUF012 -- --log-opt max-size=10m, max-file=3
 
     def __init__(self, **fields: object) -> None:
         for key, value in fields.items():
@@ -115,6 +117,23 @@ def parse_cpuset(value: str | None) -> str:
             any(int(n) >= ncpu for n in re.findall(r"\d+", value)):
         raise MinidockerError(f"invalid value for --cpuset-cpus: {value} (this host has CPUs 0-{ncpu - 1})")
     return value
+
+
+def restart_policy(value: str, auto_remove: bool) -> dict:
+    """--restart as HostConfig.RestartPolicy, checked as Docker checks it."""
+    name, _, count = value.partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped"):
+        raise MinidockerError(f"invalid restart policy: unknown policy '{name}'; use one of "
+                              "'no', 'always', 'on-failure', or 'unless-stopped'")
+    if count and name != "on-failure":
+        raise MinidockerError("invalid restart policy: maximum retry count can only be used with 'on-failure'")
+    if count and not count.lstrip("-").isdigit():
+        raise MinidockerError('invalid restart policy format: maximum retry count must be an integer')
+    if count and int(count) < 0:
+        raise MinidockerError("invalid restart policy: maximum retry count cannot be negative")
+    if name != "no" and auto_remove:
+        raise MinidockerError("Conflicting options: --restart and --rm")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def limits(cfg: RunConfig) -> dict:

@@ -6,8 +6,11 @@ Layout (the seed's `containers/` and `images/`, grown up):
     ├── containers/<64-hex id>/
     │   ├── container.json     what `inspect` shows: config, state, network
     │   ├── config.json        the OCI runtime spec the container runs from
-    │   ├── container-json.log one JSON object a line, as Docker's json-file
+    │   ├── container.log      its output, a line a line (logs.py)
+    │   ├── attach, ctl        conmon's attach socket and control FIFO (monitor.py)
     │   └── upper/ work/ rootfs/   the container's overlay layers
+    ├── exits/<id>             the exit code conmon saw, until it is recorded
+    ├── runc/<id>/             minidocker-runc's state of a container conmon watches
     ├── names/<name> -> <id>   a symlink: creating it is the atomic name claim
     ├── images/                see images.py
     └── network/               see network.py

@@ -84,6 +84,19 @@ def receive_master(sock) -> int:
     return fds[0] if fds else -1
 
 
+def window_size(fd: int) -> tuple[int, int]:
+    """(rows, columns) of a terminal; (0, 0) if fd is none."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+    except OSError:
+        return 0, 0
+    return rows, cols
+
+
 def copy_size(source: int, master: int) -> None:
     """The user's window size onto the container's pty (TIOCGWINSZ -> TIOCSWINSZ)."""
     import fcntl
@@ -94,24 +107,36 @@ def copy_size(source: int, master: int) -> None:
 
 
 @contextlib.contextmanager
+def raw(fd: int):
+    """A terminal in raw mode meanwhile, and as it was on every way out;
+    nothing to do if fd is not a terminal."""
+    import termios
+    import tty
+
+    if not os.isatty(fd):
+        yield
+        return
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd, termios.TCSANOW)  # not TCSAFLUSH: keys typed ahead must not be thrown away
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+@contextlib.contextmanager
 def user_side(master: int, interactive: bool):
     """The user's terminal while a `-t` container runs: its size followed
     (SIGWINCH), raw mode while typing goes in, restored on every way out."""
     import signal
-    import termios
-    import tty
 
     if not os.isatty(0):
         yield
         return
     copy_size(0, master)
     previous = signal.signal(signal.SIGWINCH, lambda _sig, _frame: copy_size(0, master))
-    saved = termios.tcgetattr(0) if interactive else None
     try:
-        if saved is not None:
-            tty.setraw(0, termios.TCSANOW)  # not TCSAFLUSH: keys typed ahead must not be thrown away
-        yield
+        with raw(0) if interactive else contextlib.nullcontext():
+            yield
     finally:
-        if saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)

@@ -222,6 +222,8 @@ def state_root():
     # `run` pulls a missing image from Docker Hub, as Docker does: never here.
     # The pull tests name their registry, on the sandbox's loopback.
     os.environ["MINIDOCKER_PULL"] = "never"
+    # Not this machine's /etc/minidocker/daemon.json: the defaults, unless a test writes one here.
+    os.environ["MINIDOCKER_CONFIG"] = os.path.join(root, "daemon.json")
     HOST_BEFORE.update(host_network_state(), cgroups=minidocker_cgroups())
     _make_sandbox()
     yield root

@@ -393,3 +393,119 @@ def test_stop_after_monitor_death():
     os.kill(record(cid)["Minidocker"]["MonitorPid"], signal.SIGKILL)
     md("stop", "-t", "0", "orphan2")
     assert not inspect("orphan2")["State"]["Running"] and cgroup_dirs(cid) == []
+
+
+@pytest.mark.row("2B", "restart policy", "on-failure:3 runs 4 times; RestartCount, status; stop ends always")
+def test_restart_policy(row):
+    md("run", "-d", "--name", "mdt-onfail", "--restart", "on-failure:3", "--network", "none", "busybox",
+       "sh", "-c", "echo run; exit 3")
+    rec = wait_for(lambda: (r := inspect("mdt-onfail"))["RestartCount"] == 3 and r["State"]["Status"] == "exited"
+                   and r, timeout=60)
+    assert rec["State"]["ExitCode"] == 3 and rec["HostConfig"]["RestartPolicy"] == {"Name": "on-failure",
+                                                                                      "MaximumRetryCount": 3}
+    assert md("logs", "mdt-onfail").stdout == "run\n" * 4
+    md("run", "-d", "--name", "mdt-ok", "--restart", "on-failure", "--network", "none", "busybox", "true")
+    assert md("wait", "mdt-ok").stdout == "0\n"
+    md("run", "-d", "--name", "mdt-always", "--restart", "always", "--network", "none", "busybox",
+       "sh", "-c", "sleep 0.2; exit 1")
+    wait_for(lambda: inspect("mdt-always")["RestartCount"] >= 2, timeout=60)
+    md("stop", "mdt-always")
+    count = inspect("mdt-always")["RestartCount"]
+    time.sleep(2)  # long enough for two more restarts, were the policy still on
+    after = inspect("mdt-always")
+    assert after["RestartCount"] == count and not after["State"]["Running"], after["State"]
+    assert inspect("mdt-ok")["RestartCount"] == 0
+    row.result = f"exit 3 restarted 3 times; exit 0 not; always stopped after {count} restarts"
+
+
+def test_restart_policy_bad_values():
+    for value, message in (("sometimes", "invalid restart policy: unknown policy 'sometimes'"),
+                           ("always:3", "maximum retry count can only be used with 'on-failure'"),
+                           ("on-failure:-1", "maximum retry count cannot be negative")):
+        done = md("run", "--restart", value, "busybox", "true", check=False)
+        assert done.returncode == 125 and message in done.stderr, done.stderr
+    done = md("run", "--rm", "--restart", "always", "busybox", "true", check=False)
+    assert done.returncode == 125 and "Conflicting options: --restart and --rm" in done.stderr
+    assert md("ps", "-aq").stdout == ""
+
+
+@pytest.mark.row("2B", "restart after a reboot", "start --all --filter restart-policy=...: always and "
+                 "unless-stopped come back; stopped unless-stopped and no stay down")
+def test_restart_after_a_reboot(row):
+    for name, policy in (("mdt-b-always", "always"), ("mdt-b-unless", "unless-stopped"), ("mdt-b-no", "no"),
+                         ("mdt-b-stopped", "unless-stopped")):
+        md("run", "-d", "--name", name, "--restart", policy, "--network", "none", "busybox", "sleep", "600")
+    md("stop", "-t", "0", "mdt-b-stopped")
+    for name in ("mdt-b-always", "mdt-b-unless", "mdt-b-no"):  # a reboot: the monitor and PID 1 are gone
+        pid = inspect(name)["State"]["Pid"]
+        with open(f"/proc/{pid}/stat") as f:
+            monitor = int(f.read().rsplit(")", 1)[1].split()[1])
+        os.kill(monitor, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: "Up" not in md("ps", "-a").stdout)
+    md("start", "--all", "--filter", "restart-policy=always", "--filter", "restart-policy=unless-stopped")
+    up = {name: inspect(name)["State"]["Running"] for name in ("mdt-b-always", "mdt-b-unless", "mdt-b-no",
+                                                               "mdt-b-stopped")}
+    assert up == {"mdt-b-always": True, "mdt-b-unless": True, "mdt-b-no": False, "mdt-b-stopped": False}, up
+    row.result = "always, unless-stopped: running again; the stopped one and no: not"
+
+
+CHATTY = "i=0; while [ $i -lt 20000 ]; do echo line-$i; i=$((i+1)); done; echo done"
+
+
+@pytest.mark.row("2B", "bounded logs", "--log-opt max-size: the log stays within it while the container "
+                 "writes 20000 lines; daemon.json's default applies")
+def test_logs_are_bounded(row):
+    for name, detach in (("mdt-chatty-d", ["-d"]), ("mdt-chatty-fg", [])):  # conmon's, and the CLI's own
+        md("run", *detach, "--name", name, "--log-opt", "max-size=64k", "--network", "none", "busybox", "sh", "-c",
+           CHATTY)
+        assert md("wait", name).stdout == "0\n"
+        path = inspect(name)["LogPath"]
+        assert os.path.getsize(path) <= 64 * 1024, os.path.getsize(path)
+        # At max-size the log starts again (conmon's way, without rotation):
+        # what is left is the newest lines, in order, however few.
+        out = md("logs", name).stdout.splitlines()
+        numbers = [int(line.removeprefix("line-")) for line in out[:-1]]
+        assert out[-1] == "done" and numbers == list(range(20000 - len(numbers), 20000)), out[:3]
+    config = os.environ["MINIDOCKER_CONFIG"]
+    with open(config, "w") as f:
+        json.dump({"log-opts": {"max-size": "32k"}}, f)
+    try:
+        md("create", "--name", "mdt-configured", "busybox", "true")
+        assert inspect("mdt-configured")["HostConfig"]["LogConfig"] == {"Type": "k8s-file",
+                                                                        "Config": {"max-size": "32k", "max-file": "1"}}
+    finally:
+        os.unlink(config)
+    assert inspect("mdt-chatty-d")["HostConfig"]["LogConfig"]["Config"]["max-size"] == "64k"
+    row.result = f"20000 lines, the log {os.path.getsize(path)} bytes of 65536; daemon.json's 32k taken"
+
+
+def test_log_opt_bad_values():
+    for opt, message in (("max-size=abc", "invalid value for max-size: abc"),
+                         ("colour=blue", "unknown log opt 'colour' for k8s-file log driver"),
+                         ("max-file=0", "max-file cannot be less than 1")):
+        done = md("run", "--log-opt", opt, "busybox", "true", check=False)
+        assert done.returncode == 125 and message in done.stderr, done.stderr
+    assert md("ps", "-aq").stdout == ""
+
+
+def conmon_version() -> tuple[int, int]:
+    out = subprocess.run(["conmon", "--version"], capture_output=True, text=True).stdout
+    major, minor = out.split()[2].split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_log_files_rotate_where_conmon_can():
+    done = md("run", "-d", "--name", "mdt-rotated", "--log-opt", "max-size=16k", "--log-opt", "max-file=3",
+              "--network", "none", "busybox", "sh", "-c", CHATTY, check=False)
+    if conmon_version() < (2, 2):  # Debian 12's 2.1.6, 13's 2.1.12: one file, started again at max-size
+        assert done.returncode == 125 and "cannot keep rotated log files" in done.stderr, done.stderr
+        assert md("ps", "-aq").stdout == ""
+        return
+    assert md("wait", "mdt-rotated").stdout == "0\n"
+    path = inspect("mdt-rotated")["LogPath"]
+    kept = [p for p in (path, f"{path}.1", f"{path}.2") if os.path.exists(p)]
+    assert len(kept) == 3 and not os.path.exists(f"{path}.3") and all(os.path.getsize(p) <= 16384 for p in kept)
+    out = md("logs", "mdt-rotated").stdout.splitlines()
+    numbers = [int(line.removeprefix("line-")) for line in out[:-1]]
+    assert out[-1] == "done" and numbers == list(range(numbers[0], 20000))  # across the files, in order

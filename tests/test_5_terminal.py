@@ -124,3 +124,71 @@ def test_exec_it_gets_a_pty(pane):
 def test_tty_without_a_terminal():
     out = md("run", "--rm", "-t", "--network", "none", "busybox", "sh", "-c", "tty; echo $TERM").stdout
     assert out == "/dev/pts/0\nxterm\n"
+
+
+def status(ref: str) -> str:
+    return md("inspect", "-f", "{{.State.Status}}", ref).stdout.strip()
+
+
+def wait_for_prompts(pane: Pane, count: int) -> str:
+    """The host shell's prompt shown `count` times: it is back, and reads our keys."""
+    return wait_for(lambda: pane.screen() if pane.screen().count("host$") >= count else "", timeout=120)
+
+
+@pytest.mark.row("2B", "detach, attach", "ctrl-p ctrl-q leaves it running; attach returns to it; its exit code")
+def test_detach_and_attach_again(pane, row):
+    pane.type(f"{MINIDOCKER_CMD} run -it --name mdt-attach --network none busybox sh")
+    pane.wait_for("/ #")
+    pane.type("echo first-$((6*7))")
+    pane.wait_for("first-42")
+    pane.keys("C-p", "C-q")
+    wait_for_prompts(pane, 2)
+    pane.type("echo detached=$?")
+    pane.wait_for("detached=0")
+    assert status("mdt-attach") == "running"
+    pane.clear()
+    pane.type(f"{MINIDOCKER_CMD} attach mdt-attach")
+    pane.type("tty; stty size; echo again-$((7*6))")
+    screen = pane.wait_for("again-42")
+    assert "/dev/pts/0\n27 91\n" in screen
+    pane.type("exit 6")
+    wait_for_prompts(pane, 2)
+    pane.type("echo rc=$?")
+    pane.wait_for("rc=6")
+    assert status("mdt-attach") == "exited"
+    assert "first-42" in md("logs", "mdt-attach").stdout  # what was shown before the detach, too
+    row.result = "detached (0), still running; attach: /dev/pts/0, 27 91; exit 6 back to the caller"
+
+
+def test_detach_keys_of_ones_own(pane):
+    pane.type(f"{MINIDOCKER_CMD} run -it --detach-keys ctrl-x,x --name mdt-keys --network none busybox sh")
+    pane.wait_for("/ #")
+    pane.keys("C-p", "C-q")  # not the keys now: they reach the shell, and nothing detaches
+    pane.type("echo still-$((5*5))")
+    pane.wait_for("still-25")
+    pane.keys("C-x", "x")
+    wait_for_prompts(pane, 2)
+    assert status("mdt-keys") == "running"
+    done = md("run", "--rm", "--detach-keys", "ctrl-", "busybox", "true", check=False)
+    assert done.returncode == 125 and "Invalid detach keys (ctrl-) provided" in done.stderr
+
+
+def test_closing_the_terminal_leaves_it_running(pane):
+    pane.type(f"{MINIDOCKER_CMD} run -it --name mdt-hangup --network none busybox sh")
+    pane.wait_for("/ #")
+    pane.close()  # the terminal goes: the client gets SIGHUP
+    wait_for(lambda: subprocess.run(["pgrep", "-f", "run -it --name mdt-hangup"],
+                                    capture_output=True).returncode != 0, timeout=30)
+    assert status("mdt-hangup") == "running"
+    assert md("exec", "mdt-hangup", "echo", "alive").stdout == "alive\n"
+
+
+def test_start_ai_attaches_to_a_created_one(pane):
+    md("create", "-it", "--name", "mdt-start-ai", "--network", "none", "busybox", "sh")
+    pane.type(f"{MINIDOCKER_CMD} start -ai mdt-start-ai")
+    pane.wait_for("/ #")
+    pane.type("tty; exit 2")
+    wait_for_prompts(pane, 2)
+    pane.type("echo rc=$?")
+    screen = pane.wait_for("rc=2")
+    assert "/dev/pts/0" in screen

@@ -34,7 +34,7 @@ done
 # What the chosen tests use; the kernel is unpacked apart, for qemu to boot.
 # (skopeo's containers-common needs a "container-network-stack": debootstrap
 # does not choose among the packages that provide one, so it is named.)
-packages="python3 busybox-static iproute2 iptables libseccomp2 zstd util-linux tar kmod procps docker-registry skopeo
+packages="python3 busybox-static iproute2 iptables libseccomp2 zstd util-linux tar kmod procps conmon docker-registry skopeo
           containernetworking-plugins"
 kernel_package=linux-image-arm64
 cache=${MINIDOCKER_ARM64_CACHE:-/var/cache/minidocker-test/arm64}
