@@ -418,15 +418,19 @@ def test_restart_policy(row):
     row.result = f"exit 3 restarted 3 times; exit 0 not; always stopped after {count} restarts"
 
 
-def test_restart_policy_bad_values():
-    for value, message in (("sometimes", "invalid restart policy: unknown policy 'sometimes'"),
-                           ("always:3", "maximum retry count can only be used with 'on-failure'"),
-                           ("on-failure:-1", "maximum retry count cannot be negative")):
-        done = md("run", "--restart", value, "busybox", "true", check=False)
+def assert_refused(flag: str, cases: tuple[tuple[str, str], ...], *more: str) -> None:
+    """Each bad value: Docker's message on stderr, exit 125, and no container left."""
+    for value, message in cases:
+        done = md("run", *more, flag, value, "busybox", "true", check=False)
         assert done.returncode == 125 and message in done.stderr, done.stderr
-    done = md("run", "--rm", "--restart", "always", "busybox", "true", check=False)
-    assert done.returncode == 125 and "Conflicting options: --restart and --rm" in done.stderr
     assert md("ps", "-aq").stdout == ""
+
+
+def test_restart_policy_bad_values():
+    assert_refused("--restart", (("sometimes", "invalid restart policy: unknown policy 'sometimes'"),
+                                 ("always:3", "maximum retry count can only be used with 'on-failure'"),
+                                 ("on-failure:-1", "maximum retry count cannot be negative")))
+    assert_refused("--restart", (("always", "Conflicting options: --restart and --rm"),), "--rm")
 
 
 @pytest.mark.row("2B", "restart after a reboot", "start --all --filter restart-policy=...: always and "
@@ -481,12 +485,9 @@ def test_logs_are_bounded(row):
 
 
 def test_log_opt_bad_values():
-    for opt, message in (("max-size=abc", "invalid value for max-size: abc"),
-                         ("colour=blue", "unknown log opt 'colour' for k8s-file log driver"),
-                         ("max-file=0", "max-file cannot be less than 1")):
-        done = md("run", "--log-opt", opt, "busybox", "true", check=False)
-        assert done.returncode == 125 and message in done.stderr, done.stderr
-    assert md("ps", "-aq").stdout == ""
+    assert_refused("--log-opt", (("max-size=abc", "invalid value for max-size: abc"),
+                                 ("colour=blue", "unknown log opt 'colour' for k8s-file log driver"),
+                                 ("max-file=0", "max-file cannot be less than 1")))
 
 
 def conmon_version() -> tuple[int, int]:
