@@ -191,7 +191,10 @@ def test_parallel_first_runs_make_one_bridge(row, tmp_path):
         "-A MINIDOCKER-POSTROUTING -s 127.0.0.0/8 -o minidocker0 -j MASQUERADE"]
 
     def reachable(cid: str) -> None:
-        sh("busybox", "ping", "-c", "1", "-W", "2", inspect(cid)["NetworkSettings"]["IPAddress"], netns=SANDBOX)
+        # subprocess, not the sh library, in these threads: sh forks with
+        # os.fork(), which Python 3.12 warns against in a threaded process.
+        subprocess.run(["nsenter", f"--net=/run/netns/{SANDBOX}", "busybox", "ping", "-c", "1", "-W", "2",
+                        inspect(cid)["NetworkSettings"]["IPAddress"]], check=True, capture_output=True, timeout=30)
         md("exec", cid, "ping", "-c", "1", "-W", "2", PUBLIC_IP)
 
     with ThreadPoolExecutor(8) as pool:
