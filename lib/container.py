@@ -486,6 +486,8 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False, 
 def attach(ref: str, stdin: bool, keys: bytes) -> int:
     """`attach`: to a running container's output (and, with stdin, its input)."""
     rec = find(ref)
+    if rec["State"].get("Restarting"):
+        raise MinidockerError("You cannot attach to a restarting container, wait until it is running", 1)
     if not running(rec):
         raise MinidockerError("You cannot attach to a stopped container, start it first", 1)
     return _attached(rec["Id"], stdin and rec["Config"]["OpenStdin"], keys, start=False)
@@ -562,9 +564,13 @@ def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False
     return code
 
 
-def _finish(cid: str, code: int, error: str = "", auto_remove: bool = True) -> bool:
-    """Record the end and give back what the container held; False if
-    someone had already recorded it (or removed the container)."""
+def _finish(cid: str, code: int, error: str = "", auto_remove: bool = True, restart: bool = False) -> dict | None:
+    """Record the end and give back what the container held; the record,
+    or None if someone had already recorded it (or removed the container).
+
+    With `restart` (conmon's exit command), the restart policy is decided
+    in the same locked update: a `stop` either comes before, and is seen,
+    or after, and finds the container restarting."""
     recorded = False
 
     def ended(r: dict) -> None:
@@ -577,38 +583,43 @@ def _finish(cid: str, code: int, error: str = "", auto_remove: bool = True) -> b
         r["State"].update(Status="stopped" if _private(r)["StopRequested"] else "exited", Running=False,
                           Pid=0, ExitCode=code, OOMKilled=oom, Error=error, FinishedAt=state.now())
         _release(r, cgroup)
+        delay = _restart_delay(r) if restart and not r["HostConfig"]["AutoRemove"] else None
+        if delay is not None:
+            r["State"].update(Status="restarting", Restarting=True)
+            r["RestartCount"] = r.get("RestartCount", 0) + 1
+            _private(r).update(RestartDelay=min(delay * 2, 60.0), RestartIn=delay)
 
     try:
         rec = update(cid, ended)
     except MinidockerError:
-        return False  # removed meanwhile (rm -f): nothing left to record
+        return None  # removed meanwhile (rm -f): nothing left to record
     if auto_remove and rec["HostConfig"]["AutoRemove"]:
         _remove_files(rec)
-    return recorded
+    return rec if recorded else None
 
 
 def exited(cid: str) -> None:
     """conmon's exit command: record the exit it saw, give back what the
-    container held, and forget the runtime's state of it."""
+    container held, forget the runtime's state of it; remove it (--rm) or
+    restart it (--restart)."""
     from lib import monitor
 
     code = monitor.exit_code(cid)
     if code is None:  # `create` failed: the start that asked for it cleans up
         return
-    delay = None
     with contextlib.suppress(MinidockerError):
-        if not _finish(cid, code, auto_remove=False):  # a start that failed, and recorded why itself
+        rec = _finish(cid, code, auto_remove=False, restart=True)
+        if rec is None:  # a start that failed, and recorded why itself
             monitor.forget(cid)
             return
-        monitor.wait_for_clients(state.container_dir(cid))  # an attached `run -it --rm` reads the code first
-        rec = load(cid)
-        if rec["HostConfig"]["AutoRemove"] and not running(rec):
-            _remove_files(rec)
-        else:
-            delay = _restart_delay(rec)
-    monitor.forget(cid)  # before a restart: the runtime refuses an ID whose state it still has
-    if delay is not None:
-        _restart(cid, delay)
+        monitor.forget(cid)  # before a restart: the runtime refuses an ID whose state it still has
+        if rec["HostConfig"]["AutoRemove"]:
+            # An attached `run -it --rm` reads the exit code first; a
+            # client stopped with Ctrl-Z is not waited for past a while.
+            monitor.wait_for_clients(state.container_dir(cid), timeout=10)
+            _remove_files(load(cid))
+        elif rec["State"]["Restarting"]:
+            _restart(cid, _private(rec)["RestartIn"])
 
 
 def restartable(policies: set[str]) -> list[str]:
@@ -651,12 +662,6 @@ def _restart_delay(rec: dict) -> float | None:
 def _restart(cid: str, delay: float) -> None:
     """The restart policy, carried out by conmon's exit command: wait, then
     start again under a new conmon, unless `stop` or `rm` came meanwhile."""
-    def restarting(r: dict) -> None:
-        r["State"].update(Status="restarting", Restarting=True)
-        r["RestartCount"] = r.get("RestartCount", 0) + 1
-        _private(r)["RestartDelay"] = min(delay * 2, 60.0)
-
-    update(cid, restarting)
     time.sleep(delay)
     with contextlib.suppress(MinidockerError), state.transition(cid):
         rec = load(cid)
@@ -747,15 +752,15 @@ def stop(ref: str, timeout: int = DEFAULT_STOP_TIMEOUT) -> None:
     ignores TERM, and only the SIGKILL after the timeout ends it (137).
     """
     cid = state.resolve(ref)
-    if load(cid)["State"].get("Restarting"):  # waiting to restart: the waiting exit command gives up
-        def given_up(r: dict) -> None:
-            _private(r)["StopRequested"] = True
-            r["State"].update(Status="exited", Restarting=False)
-
-        update(cid, given_up)
     with state.transition(cid):
         rec = refresh(load(cid))
         if not running(rec):
+            if rec["State"].get("Restarting"):  # waiting to restart: the waiting exit command gives up
+                def given_up(r: dict) -> None:
+                    _private(r)["StopRequested"] = True
+                    r["State"].update(Status="exited", Restarting=False)
+
+                update(cid, given_up)
             return
         _mark_stopping(cid)
         _signal(rec, signal.SIGTERM)

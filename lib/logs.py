@@ -50,7 +50,7 @@ def options(log_opts: list[str]) -> dict[str, str]:
             raise MinidockerError(f"unknown log opt '{key}' for k8s-file log driver")
         chosen[key] = value
     size_bytes(chosen["max-size"])
-    if not chosen["max-file"].isdigit() or int(chosen["max-file"]) < 1:
+    if not re.fullmatch(r"[0-9]+", chosen["max-file"]) or int(chosen["max-file"]) < 1:
         raise MinidockerError("max-file cannot be less than 1")
     return chosen
 
@@ -59,10 +59,11 @@ def size_bytes(value: str) -> int:
     """max-size: a number of bytes, or with k, m, g (1024s), as Docker reads it; -1: no bound."""
     if value == "-1":
         return 0
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)i?b?", value.strip().lower())
-    if not match or float(match[1]) == 0:
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*([kmg]?)i?b?", value.strip().lower())
+    size = int(float(match[1]) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match[2]]) if match else 0
+    if not 0 < size < 1 << 62:  # 0 would mean no bound; past 2^62, conmon cannot read it
         raise MinidockerError(f"invalid value for max-size: {value}")
-    return int(float(match[1]) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match[2]])
+    return size
 
 
 def files(path: str) -> list[str]:
@@ -122,7 +123,10 @@ def parse_line(line: str) -> dict | None:
     if not match:
         return None
     whole, frac, offset, stream, tag = match.groups()
-    seconds = int(state.parse_time(whole + "Z"))
+    try:
+        seconds = int(state.parse_time(whole + "Z"))
+    except ValueError:  # a month 13: not a line any writer of ours made
+        return None
     if offset != "Z":
         sign = 1 if offset[0] == "+" else -1
         seconds -= sign * (int(offset[1:3]) * 3600 + int(offset[-2:]) * 60)
@@ -165,7 +169,12 @@ def read(path: str, follow: bool, still_running: Callable[[], bool], tail: int |
         data += current.read()
         complete = data[:data.rfind(b"\n") + 1]
         pending = data[len(complete):]
-        records = [r for r in map(parse_line, complete.decode(errors="replace").splitlines(keepends=True)) if r]
+        # Records end at "\n" only, as conmon frames them: str.splitlines()
+        # would also cut at \r, \f or U+2028, which a container may print,
+        # and what followed would read as a record of its own, of its
+        # choosing (another stream, another time).
+        lines = complete.decode(errors="replace").split("\n")[:-1]
+        records = [r for r in map(parse_line, lines) if r]
         if tail is not None:
             ends = [i for i, r in enumerate(records) if r["log"].endswith("\n")]
             keep = ends[-tail - 1] + 1 if 0 < tail < len(ends) else (len(records) if tail == 0 else 0)

@@ -43,9 +43,11 @@ WINDOW_RESIZE = 1
 
 
 def conmon() -> str:
+    # Only absolute directories of PATH: a "." in root's PATH would run a
+    # local user's ./conmon as root.
     for directory in (*os.environ.get("PATH", "/usr/bin").split(":"), "/usr/libexec/podman", "/usr/bin"):
         candidate = os.path.join(directory, "conmon")
-        if directory and os.access(candidate, os.X_OK):
+        if directory.startswith("/") and os.access(candidate, os.X_OK):
             return candidate
     raise MinidockerError("a container that runs in the background needs conmon, its monitor "
                           "(apt-get install conmon; .ci/setup-host installs it)")
@@ -232,15 +234,22 @@ def attached(cdir: str):
         os.close(fd)
 
 
-def wait_for_clients(cdir: str) -> None:
+def wait_for_clients(cdir: str, timeout: float) -> None:
     import fcntl
+    import time
 
     try:
         fd = os.open(os.path.join(cdir, "client.lock"), os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         return
+    deadline = time.monotonic() + timeout
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(0.02)
     finally:
         os.close(fd)
 
@@ -255,6 +264,10 @@ def connect(cdir: str):
     directory = os.open(cdir, os.O_PATH | os.O_CLOEXEC)
     try:
         sock.connect(f"/proc/self/fd/{directory}/attach")
+    except FileNotFoundError:
+        sock.close()
+        raise MinidockerError("cannot attach: this container runs in the foreground, without a pty, attached to "
+                              "the terminal that started it; its output is in `logs`", 1) from None
     except OSError as e:
         sock.close()
         raise MinidockerError(f"cannot attach: {e.strerror}", 1) from None

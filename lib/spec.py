@@ -121,14 +121,14 @@ def parse_cpuset(value: str | None) -> str:
 
 def restart_policy(value: str, auto_remove: bool) -> dict:
     """--restart as HostConfig.RestartPolicy, checked as Docker checks it."""
-    name, _, count = value.partition(":")
+    name, sep, count = value.partition(":")
     if name not in ("no", "on-failure", "always", "unless-stopped"):
         raise MinidockerError(f"invalid restart policy: unknown policy '{name}'; use one of "
                               "'no', 'always', 'on-failure', or 'unless-stopped'")
-    if count and name != "on-failure":
+    if sep and name != "on-failure":
         raise MinidockerError("invalid restart policy: maximum retry count can only be used with 'on-failure'")
-    if count and not count.lstrip("-").isdigit():
-        raise MinidockerError('invalid restart policy format: maximum retry count must be an integer')
+    if sep and not re.fullmatch(r"-?[0-9]+", count):  # not isdigit(): it takes "²", which int() refuses
+        raise MinidockerError("invalid restart policy format: maximum retry count must be an integer")
     if count and int(count) < 0:
         raise MinidockerError("invalid restart policy: maximum retry count cannot be negative")
     if name != "no" and auto_remove:

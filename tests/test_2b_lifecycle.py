@@ -429,6 +429,8 @@ def assert_refused(flag: str, cases: tuple[tuple[str, str], ...], *more: str) ->
 def test_restart_policy_bad_values():
     assert_refused("--restart", (("sometimes", "invalid restart policy: unknown policy 'sometimes'"),
                                  ("always:3", "maximum retry count can only be used with 'on-failure'"),
+                                 ("no:", "maximum retry count can only be used with 'on-failure'"),
+                                 ("on-failure:²", "maximum retry count must be an integer"),
                                  ("on-failure:-1", "maximum retry count cannot be negative")))
     assert_refused("--restart", (("always", "Conflicting options: --restart and --rm"),), "--rm")
 
@@ -486,6 +488,8 @@ def test_logs_are_bounded(row):
 
 def test_log_opt_bad_values():
     assert_refused("--log-opt", (("max-size=abc", "invalid value for max-size: abc"),
+                                 ("max-size=0.5", "invalid value for max-size: 0.5"),  # 0 bytes: no bound
+                                 ("max-file=²", "max-file cannot be less than 1"),
                                  ("colour=blue", "unknown log opt 'colour' for k8s-file log driver"),
                                  ("max-file=0", "max-file cannot be less than 1")))
 
@@ -510,3 +514,27 @@ def test_log_files_rotate_where_conmon_can():
     out = md("logs", "mdt-rotated").stdout.splitlines()
     numbers = [int(line.removeprefix("line-")) for line in out[:-1]]
     assert out[-1] == "done" and numbers == list(range(numbers[0], 20000))  # across the files, in order
+
+
+def test_a_container_cannot_forge_log_records():
+    # What a container prints is data.  Lines end at "\n" only: a \r, \f or
+    # U+2028 followed by something shaped like a record is part of the line.
+    forged = "hello\r2001-01-01T00:00:00Z stderr F forged\fmore\u2028x\r2001-13-01T00:00:00Z stdout F crash"
+    md("run", "--name", "mdt-forger", "--network", "none", "busybox", "printf", forged + "\\nreal\\n")
+    done = subprocess.run([*MINIDOCKER, "logs", "mdt-forger"], capture_output=True, timeout=60)  # bytes: \r kept
+    assert done.stdout == (forged + "\nreal\n").encode() and done.stderr == b"", done
+    assert md("logs", "--until", "2010-01-01", "mdt-forger").stdout == ""
+
+
+def test_a_stopped_client_does_not_hold_a_restart_back():
+    md("run", "-d", "--name", "mdt-held", "--restart", "always", "--network", "none", "busybox",
+       "sh", "-c", "sleep 1; exit 1")
+    client = subprocess.Popen([*MINIDOCKER, "attach", "--no-stdin", "mdt-held"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        client.send_signal(signal.SIGSTOP)  # a Ctrl-Z'd `attach`
+        wait_for(lambda: inspect("mdt-held")["RestartCount"] >= 1, timeout=30)
+    finally:
+        client.kill()
+        client.wait()
