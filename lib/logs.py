@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 
-from lib import state
+from lib import state, stdio
 from lib.host import MinidockerError
 
 # conmon writes its local time with an offset; we write UTC.
@@ -91,15 +91,15 @@ class LogWriter:
         records = [self._record(line, stream, stamp, b"F") for line in lines]
         if rest:  # as conmon: what has come of a line so far is written now, marked partial
             records.append(self._record(rest, stream, stamp, b"P"))
-        out = b""
+        out: list[bytes] = []
         for record in records:  # line by line, as conmon: the log never passes max-size
             if self.max_size and self.written + len(record) > self.max_size:
-                os.write(self.fd, out)
-                out = b""
+                stdio.write_all(self.fd, b"".join(out))
+                out = []
                 self._start_again()
-            out += record
+            out.append(record)
             self.written += len(record)
-        os.write(self.fd, out)
+        stdio.write_all(self.fd, b"".join(out))
 
     def _start_again(self) -> None:
         """A new, empty file in the old one's place (rename: a `logs -f`
