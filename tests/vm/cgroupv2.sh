@@ -69,7 +69,7 @@ set -u
   mount -t tmpfs tmpfs /tmp && mkdir -p /var/lib/containers && mount -t tmpfs tmpfs /var/lib/containers && mkdir /tmp/home && cd /mnt/src; } || {
     echo "guest: could not set up the checkout" > '$results/log'; exit 1; }
 HOME=/tmp/home MINIDOCKER_VERIFICATION='$results' PYTHONDONTWRITEBYTECODE=1 \
-    '$python' -m pytest -p no:cacheprovider -v --timeout 300 $args > '$results/log' 2>&1
+    '$python' -m pytest -p no:cacheprovider -v --timeout 600 $args > '$results/log' 2>&1
 echo \$? > '$results/rc'
 GUEST
     # --disable-kvm: /dev/kvm here is a paravirtual device stock kernels
