@@ -523,7 +523,8 @@ def _container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
     p.add_argument("-t", "--tty", action="store_true", help="a pty of the container's own (its output logged)")
     p.add_argument("--log-opt", action="append", default=[],
-                   help="max-size=10m (then rotate), max-file=N (files kept); default: /etc/minidocker/daemon.json")
+                   help="max-size=10m: the log's bound, after which it starts again; max-file=N: files kept "
+                        "(N > 1 needs conmon 2.2); default: /etc/minidocker/daemon.json")
     p.add_argument("--restart", default="no",
                    help="restart when it exits: no (default), on-failure[:N], always, unless-stopped")
     p.add_argument("--name", help="assign a name to the container")
