@@ -62,10 +62,6 @@ def exit_file(cid: str) -> str:
     return state.path("exits", cid)
 
 
-def attach_socket(cdir: str) -> str:
-    return os.path.join(cdir, "attach")
-
-
 def check_rotation(max_files: int) -> None:
     """conmon keeps old log files from version 2.2 on (--log-rotate); before,
     at max-size it starts the one file again, which is max-file=1."""
