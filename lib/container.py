@@ -468,19 +468,18 @@ def start(cid: str, detach: bool, tty: bool = False, interactive: bool = False, 
         return _attached(cid, interactive, keys, start=True)
     from lib import runtime
 
-    # The container gets its own session: a signal that reaches us (Ctrl-C
-    # without a terminal, `kill` of the CLI) is passed on, as `docker run`
-    # does (PID 1 may ignore it).  With -t, keys go to its own pty instead.
+    # The container gets its own session: a signal that reaches us (Ctrl-C,
+    # `kill` of the CLI) is passed on, as `docker run` does (PID 1 may
+    # ignore it).
     with state.transition(cid):
-        init = _launch(cid, (runtime.PIPE if interactive else runtime.NULL,
-                             runtime.CONSOLE if tty else runtime.PIPE))
+        init = _launch(cid, (runtime.PIPE if interactive else runtime.NULL, runtime.PIPE))
 
     def forward(sig: int, _frame: object) -> None:
         os.kill(init.pid, sig)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, forward)
-    return _monitor(cid, init, echo=True, interactive=interactive)
+    return _monitor(cid, init)
 
 
 def attach(ref: str, stdin: bool, keys: bytes) -> int:
@@ -530,8 +529,8 @@ def _log_bounds(rec: dict) -> tuple[int, int]:
     return logs.size_bytes(config.get("max-size", "-1")), int(config.get("max-file", 1))
 
 
-def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False) -> int:
-    """Copy output to the log (and our own stdio), our stdin in; wait, record, release."""
+def _monitor(cid: str, init: runtime.Init) -> int:
+    """Copy output to the log and our own stdio, our stdin in; wait, record, release."""
     from lib import stdio
 
     rec = load(cid)
@@ -540,24 +539,14 @@ def _monitor(cid: str, init: runtime.Init, echo: bool, interactive: bool = False
     def copier(stream: str, own: int):
         def copy(data: bytes) -> None:
             log.feed(stream, data)
-            if echo:
-                with contextlib.suppress(OSError):
-                    stdio.write_all(own, data)
+            with contextlib.suppress(OSError):
+                stdio.write_all(own, data)
         return copy
 
-    if init.console >= 0:  # a tty: one stream, logged as stdout, as Docker does
-        from lib import terminal
-
-        with terminal.user_side(init.console, interactive) if echo else contextlib.nullcontext():
-            stdio.pump({init.console: copier("stdout", 1)}, init.console if interactive and echo else None,
-                       close_sink_at_eof=False)
-        os.close(init.console)
-    elif init.stdout is not None:
-        stdin, init.stdin = init.stdin, None  # pump closes it when our stdin ends
-        stdio.pump({init.stdout: copier("stdout", 1), init.stderr: copier("stderr", 2)}, stdin,
-                   close_sink_at_eof=True)
-        os.close(init.stdout)
-        os.close(init.stderr)
+    stdin, init.stdin = init.stdin, None  # pump closes it when our stdin ends
+    stdio.pump({init.stdout: copier("stdout", 1), init.stderr: copier("stderr", 2)}, stdin, close_sink_at_eof=True)
+    os.close(init.stdout)
+    os.close(init.stderr)
     log.close()
     code = init.wait()
     _finish(cid, code)

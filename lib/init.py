@@ -189,9 +189,9 @@ def _limits(process: dict) -> None:
                                            host.EXIT_ENGINE) from None
 
 
-def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
-    """Become the container; returns only by raising.  With `console_fd`
-    (or an engine's console socket) the command gets a pty (terminal.py)."""
+def main(spec: dict, go_fd: int, report_fd: int) -> None:
+    """Become the container; returns only by raising.  With an engine's
+    console socket the command gets a pty (terminal.py)."""
     wanted = spec["linux"]["namespaces"]
     _enter_namespaces(wanted)
     os.write(report_fd, b"R")
@@ -208,6 +208,7 @@ def main(spec: dict, go_fd: int, report_fd: int, console_fd: int = -1) -> None:
         import shlex  # noqa: F401 -- explain quotes with it, and after pivot_root it cannot be found
     fifo = annotations.get("org.minidocker.exec-fifo")
     fifo_fd = os.open(fifo, os.O_PATH) if fifo else -1
+    console_fd = -1
     if annotations.get("org.minidocker.console-socket"):
         console_fd = terminal.connect_console(annotations["org.minidocker.console-socket"])
     if console_fd >= 0:

@@ -33,9 +33,10 @@ class Init:
     """A container's first process, started and held before its execve.
 
     stdin is INHERIT (an engine's own, passed through), NULL, or PIPE, whose
-    write end is then `stdin`; stdout and stderr are INHERIT, PIPE, whose
-    read ends are then `stdout` and `stderr`, or CONSOLE: a pty of the
-    container's own, whose master is `console` after go().  Whatever the
+    write end is then `stdin`; stdout and stderr are INHERIT or PIPE, whose
+    read ends are then `stdout` and `stderr`.  A pty (`-t`) is asked for by
+    the spec and sent to an engine's console socket: conmon's, for our own
+    containers (monitor.py).  Whatever the
     modes, the init starts a session of its own (setsid), as runc's does: a
     terminal passed through is then never its controlling terminal, so it
     can neither push keys into it (TIOCSTI) nor signal the caller's group.
@@ -46,8 +47,6 @@ class Init:
         go_r, self._go_w = os.pipe()
         stdin_pipe = os.pipe() if stdin == PIPE else None
         pipes = [os.pipe(), os.pipe()] if output == PIPE else []
-        self._console_sock, console_end = _console_pair() if output == CONSOLE else (None, None)
-        self.console = -1
         pid_ns = next((n for n in spec["linux"]["namespaces"] if n["type"] == "pid"), None)
         with (namespaces.pid_namespace_for_next_child(pid_ns.get("path")) if pid_ns else contextlib.nullcontext()):
             pid = os.fork()
@@ -56,16 +55,13 @@ class Init:
                 _unreadable()
                 os.close(self._report_r)
                 os.close(self._go_w)
-                if console_end is not None:
-                    self._console_sock.close()
-                _child_stdio(stdin, stdin_pipe, pipes, console_end is not None)
+                _child_stdio(stdin, stdin_pipe, pipes, False)
                 # Nothing of the monitor's either: a lock it holds (flock is shared
                 # through fork) would stay held for as long as this child waits.
-                console = console_end.detach() if console_end is not None else -1
                 preserved = int(spec.get("annotations", {}).get("org.minidocker.preserve-fds", 0))
-                close_all_but({0, 1, 2, report_w, go_r, console, int(os.environ.get("MINIDOCKER_EXPLAIN", "-1")),
+                close_all_but({0, 1, 2, report_w, go_r, int(os.environ.get("MINIDOCKER_EXPLAIN", "-1")),
                                 *range(3, 3 + preserved)})
-                init.main(spec, go_r, report_w, console)
+                init.main(spec, go_r, report_w)
             except host.MinidockerError as e:
                 with contextlib.suppress(BaseException):
                     os.write(report_w, f"{e.code} {e}".encode())
@@ -76,8 +72,6 @@ class Init:
         self.pid = pid
         os.close(report_w)
         os.close(go_r)
-        if console_end is not None:
-            console_end.close()
         self.stdin: int | None = None
         if stdin_pipe is not None:
             os.close(stdin_pipe[0])
@@ -153,12 +147,6 @@ class Init:
 
     def go(self) -> None:
         """Let the command run; raise with its exit code if execve failed."""
-        if self._console_sock is not None:  # the init sent it before waiting for "g"
-            self.console = terminal.receive_master(self._console_sock)
-            self._console_sock.close()
-            self._console_sock = None
-            if self.console < 0:
-                self._fail(b"")
         with contextlib.suppress(BrokenPipeError):  # the init already failed: its report says why
             os.write(self._go_w, b"g")
         self._close("_go_w")
@@ -171,11 +159,6 @@ class Init:
         """Give up: the init exits without running anything."""
         for name in ("_go_w", "_report_r", "stdin", "stdout", "stderr"):
             self._close(name)
-        if self._console_sock is not None:
-            self._console_sock.close()
-        if self.console >= 0:
-            os.close(self.console)
-            self.console = -1
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, 9)
         self.wait()
