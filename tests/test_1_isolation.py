@@ -168,8 +168,9 @@ def test_not_root_is_refused():
     copy = tempfile.mkdtemp(prefix="minidocker-nonroot-")
     try:
         shutil.copy(os.path.join(TOP, "minidocker.py"), copy)
-        shutil.copytree(os.path.join(TOP, "lib"), os.path.join(copy, "lib"),
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        for package in ("cli", "lib"):
+            shutil.copytree(os.path.join(TOP, package), os.path.join(copy, package),
+                            ignore=shutil.ignore_patterns("__pycache__"))
         for top, _, files in os.walk(copy):  # readable by all, whatever the clone's umask was
             os.chmod(top, 0o755)
             for name in files:
