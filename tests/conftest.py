@@ -241,7 +241,9 @@ def state_root():
 def _remove_all_containers() -> None:
     ids = md("ps", "-aq", "--no-trunc", check=False).stdout.split()
     if ids:
-        md("rm", "-f", *ids, check=False)
+        # Each takes a kill, a wait and conmon's exit command: seconds apiece
+        # in an emulated machine, where 30 at once outran a flat 60 s.
+        md("rm", "-f", *ids, check=False, timeout=60 + 10 * len(ids))
 
 
 @pytest.fixture(autouse=True)
