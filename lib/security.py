@@ -86,12 +86,18 @@ def mask_paths(masked: list[str], readonly: list[str]) -> None:
                        | host.MS_NODEV | host.MS_NOEXEC, step="security")
 
 
-def _prctl(option: int, arg: int) -> None:
-    host._call("prctl", option, arg, 0, 0, 0)
+def _prctl(option: int, arg: int, arg3: int = 0) -> None:
+    host._call("prctl", option, arg, arg3, 0, 0)
 
 
 def drop_to(process: dict, seccomp_filter) -> None:
-    """The last steps before execve: no_new_privs, seccomp, capabilities, user."""
+    """The last steps before execve: no_new_privs, seccomp, user, capabilities.
+
+    In runc's order: the bounding set first (dropping needs CAP_SETPCAP),
+    then the user with PR_SET_KEEPCAPS (setuid(2) to a non-zero uid would
+    otherwise empty the permitted set), then the five sets.  Only the
+    ambient set survives a non-root user's execve(2) of an ordinary file:
+    it is how an engine gives such a user a capability."""
     import ctypes
 
     caps = process.get("capabilities")
@@ -102,6 +108,16 @@ def drop_to(process: dict, seccomp_filter) -> None:
         host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # Docker's default profile: an allowlist; "
                                  "mount, unshare, setns, keyctl, bpf, reboot, ... refused")
         seccomp_filter.load()
+    if caps is not None:
+        caps = {k: caps.get(k) or [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+        host.explain("security", f"setpriv --bounding-set -all,+{',+'.join(c[4:].lower() for c in caps['bounding'])}"
+                                 " --inh-caps ... --ambient-caps ...")
+        keep = _bits(caps["bounding"])
+        for cap in range(int(host.read("/proc/sys/kernel/cap_last_cap")) + 1):
+            if not keep & (1 << cap):
+                _prctl(24, cap)  # PR_CAPBSET_DROP
+        _prctl(47, 4)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+        _prctl(8, 1)  # PR_SET_KEEPCAPS: the permitted set outlives setuid below
     # Groups before capabilities are cut: setgroups(2) needs CAP_SETGID, which
     # the container may not keep.  The host's own groups never go in.
     user = process.get("user", {})
@@ -110,31 +126,32 @@ def drop_to(process: dict, seccomp_filter) -> None:
                              f"{','.join(map(str, user.get('additionalGids') or [gid]))}")
     os.setgroups(user.get("additionalGids") or [gid])
     os.setresgid(gid, gid, gid)
-    if caps is not None:
-        caps = {k: caps.get(k) or [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
-        keep = {CAPS.index(c.removeprefix("CAP_")) for c in caps["bounding"] if c.removeprefix("CAP_") in CAPS}
-        last = int(host.read("/proc/sys/kernel/cap_last_cap"))
-        host.explain("security", f"setpriv --bounding-set -all,+{',+'.join(c[4:].lower() for c in caps['bounding'])}"
-                                 " --inh-caps ... --ambient-caps -all")
-        for cap in range(last + 1):
-            if cap not in keep:
-                _prctl(24, cap)  # PR_CAPBSET_DROP
-        _prctl(47, 4)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    os.setresuid(uid, uid, uid)
+    if caps is None:
+        return  # for any uid but 0 the kernel has now cleared CapEff and CapPrm
+    _prctl(8, 0)
+    # Nobody can grant what they do not hold: --privileged means every
+    # capability of ours (a host may withhold some from root itself).
+    with open("/proc/self/status") as f:
+        held = int(next(line for line in f if line.startswith("CapPrm:")).split()[1], 16)
+    eff, prm, inh = (_bits(caps[k]) & held for k in ("effective", "permitted", "inheritable"))
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)(eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF,
+                                 eff >> 32, prm >> 32, inh >> 32)
+    host._call("capset", header, data)
+    # The kernel raises an ambient capability only if it is both permitted
+    # and inheritable: the ambient set can never exceed what those allow.
+    ambient = _bits(caps["ambient"]) & prm & inh
+    for cap in range(ambient.bit_length()):
+        if ambient & (1 << cap):
+            _prctl(47, 2, cap)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE
 
-        def mask(names: list[str]) -> int:
-            bits = 0
-            for c in names:
-                if c.removeprefix("CAP_") in CAPS:
-                    bits |= 1 << CAPS.index(c.removeprefix("CAP_"))
-            return bits
 
-        # Nobody can grant what they do not hold: --privileged means every
-        # capability of ours (a host may withhold some from root itself).
-        with open("/proc/self/status") as f:
-            held = int(next(line for line in f if line.startswith("CapBnd:")).split()[1], 16)
-        eff, prm, inh = (mask(caps[k]) & held for k in ("effective", "permitted", "inheritable"))
-        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
-        data = (ctypes.c_uint32 * 6)(eff & 0xFFFFFFFF, prm & 0xFFFFFFFF, inh & 0xFFFFFFFF,
-                                     eff >> 32, prm >> 32, inh >> 32)
-        host._call("capset", header, data)
-    os.setresuid(uid, uid, uid)  # last: for any uid but 0 the kernel now clears CapEff and CapPrm
+def _bits(names: list[str]) -> int:
+    """A capability set from names such as CAP_CHOWN; names this kernel's
+    list does not know are left out, as runc leaves them."""
+    bits = 0
+    for c in names:
+        if c.removeprefix("CAP_") in CAPS:
+            bits |= 1 << CAPS.index(c.removeprefix("CAP_"))
+    return bits
