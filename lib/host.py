@@ -138,11 +138,15 @@ MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_SHARED = 0x100000
+MS_UNBINDABLE = 0x20000
 MNT_DETACH = 0x2
 
 _FLAG_WORDS = [(MS_RDONLY, "ro"), (MS_NOSUID, "nosuid"), (MS_NODEV, "nodev"),
                (MS_NOEXEC, "noexec"), (MS_REMOUNT, "remount"), (MS_BIND, "bind"),
-               (MS_REC, "rec"), (MS_PRIVATE, "private")]
+               (MS_REC, "rec"), (MS_PRIVATE, "private"), (MS_SLAVE, "slave"),
+               (MS_SHARED, "shared"), (MS_UNBINDABLE, "unbindable")]
 
 # pivot_root(2) has no glibc wrapper; its number differs between machines.
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "riscv64": 41, "ppc64le": 203}

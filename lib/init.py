@@ -31,7 +31,7 @@ KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "-
          "cgroup": (0x2000000, "NEWCGROUP", "--cgroup")}
 
 
-def _enter_namespaces(namespaces: list[dict]) -> None:
+def _enter_namespaces(namespaces: list[dict], propagation: int) -> None:
     """unshare(2) the new ones, setns(2) into the ones given by path.
 
     A namespace with a path is another container's (`--network container:`):
@@ -52,7 +52,10 @@ def _enter_namespaces(namespaces: list[dict]) -> None:
     # The new mount namespace starts as a copy of the host's, and where the
     # host's mounts are "shared" (systemd makes / shared) every mount made
     # here would propagate back onto the host.  Private first, then mount.
-    host.mount("none", "/", None, host.MS_REC | host.MS_PRIVATE)
+    # Without a mount namespace of its own, / is the caller's: left alone.
+    # A bundle may ask for another propagation (linux.rootfsPropagation).
+    if any(n["type"] == "mount" for n in namespaces):
+        host.mount("none", "/", None, propagation or host.MS_REC | host.MS_PRIVATE)
 
 
 def _loopback_up() -> None:
@@ -120,7 +123,7 @@ def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int
     cwd = process.get("cwd", "/")
     os.makedirs(cwd, exist_ok=True)  # Docker creates a missing -w directory
     os.chdir(cwd)
-    os.umask(0o022)
+    os.umask(user.get("umask", 0o022))  # runc's default, where the bundle names none
     _limits(process)
     security.drop_to(process, seccomp_filter)
     host.close_on_exec_from(3 + preserve_fds)  # 0-2 and, for an engine, the fds it asked to pass
@@ -193,10 +196,14 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     """Become the container; returns only by raising.  With an engine's
     console socket the command gets a pty (terminal.py)."""
     wanted = spec["linux"]["namespaces"]
-    _enter_namespaces(wanted)
+    propagation = rootfs.PROPAGATION.get(spec["linux"].get("rootfsPropagation") or "", 0)
+    # An unbindable / could not be bound onto itself below: private until pivot_root.
+    _enter_namespaces(wanted, 0 if propagation & host.MS_UNBINDABLE else propagation)
     os.write(report_fd, b"R")
     root = spec["root"]["path"]
     annotations = spec.get("annotations", {})
+    if propagation & host.MS_SHARED:
+        rootfs.parent_mount_private(root)
     if "org.minidocker.overlay.lowerdir" in annotations:
         rootfs.mount_overlay(root, annotations["org.minidocker.overlay.lowerdir"].split(":"),
                              annotations["org.minidocker.overlay.upperdir"],
@@ -217,8 +224,21 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     sysctls = [(namespaces.sysctl_path(k, wanted), v) for k, v in (spec["linux"].get("sysctl") or {}).items()]
     if any(n["type"] == "network" and not n.get("path") for n in wanted):
         _loopback_up()  # before pivot_root: it imports _socket, which some Pythons load from a file
+    if annotations.get("org.minidocker.hooks"):
+        # createRuntime and createContainer hooks run now, while the rootfs is
+        # mounted but not yet our root: the runtime runs them, then says go.
+        os.write(report_fd, b"H")
+        if os.read(go_fd, 1) != b"h":
+            os._exit(host.EXIT_ENGINE)
     no_more_imports()
-    rootfs.pivot(root)
+    if any(n["type"] == "mount" for n in wanted):
+        rootfs.pivot(root)
+        if propagation:
+            # As runc: on the new root itself, once it is the root; before,
+            # the flag would have gone to the host's mount of the rootfs.
+            host.mount("", "/", None, propagation)
+    else:
+        rootfs.chroot(root)
     # Everything below works on paths as the container sees them.  Before
     # pivot_root, a path like <rootfs>/proc/sys leads through the image's own
     # symlinks, and an image whose /proc is a link to an absolute path would

@@ -30,7 +30,8 @@ import signal
 import sys
 import time
 
-from lib import cgroups, host, runtime, security, state
+from lib import cgroups, hooks, host, runtime, security, state
+from lib.bundle import check_config
 from lib.host import MinidockerError
 
 VERSION = "minidocker-runc version 0.1.0\nspec: 1.0.2"
@@ -80,6 +81,10 @@ def _limits(resources: dict) -> dict:
     limit = memory.get("limit") or 0
     return {"Memory": max(limit, 0), "MemorySwap": memory.get("swap") or 0 if limit > 0 else 0,
             "CpuQuota": max(cpu.get("quota") or 0, 0), "CpuPeriod": cpu.get("period") or 100000,
+            "CpuShares": cpu.get("shares") or 0, "CpusetMems": cpu.get("mems") or "",
+            "MemoryReservation": max(memory.get("reservation") or 0, 0),
+            "MemorySwappiness": memory.get("swappiness"), "OomKillDisable": bool(memory.get("disableOOMKiller")),
+            "Unified": resources.get("unified") or {},
             "CpusetCpus": cpu.get("cpus") or "", "PidsLimit": max(pids.get("limit") or 0, 0),
             "DeviceRules": rules}
 
@@ -103,7 +108,9 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
             spec = json.load(f)
     except (OSError, ValueError) as e:
         raise MinidockerError(f"cannot read {bundle}/config.json: {e}", 1) from None
+    check_config(spec, security.CAPS, cgroups.unified())
     linux = spec.setdefault("linux", {})
+    linux.setdefault("namespaces", [])  # none listed: every namespace is the runtime's (the spec's rule)
     if any(n["type"] == "user" and n.get("path") for n in linux.get("namespaces", [])):
         raise MinidockerError("joining an existing user namespace is not supported by minidocker-runc", 1)
     spec["root"]["path"] = os.path.join(bundle, spec["root"]["path"])
@@ -116,6 +123,8 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
     if _ours(bundle, cid):  # minidocker's own container, started through conmon: its overlay root
         spec["annotations"].update({k: v for k, v in annotations.items() if k.startswith("org.minidocker.overlay.")})
     spec["annotations"]["org.minidocker.preserve-fds"] = str(preserve_fds)
+    if any((spec.get("hooks") or {}).get(kind) for kind in hooks.BEFORE_PIVOT):
+        spec["annotations"]["org.minidocker.hooks"] = "1"
     cgroup = cgroups.for_container(linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}")
     os.makedirs(sdir, mode=0o711)
     os.mkfifo(fifo, 0o600)
@@ -132,12 +141,18 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
         cgroup.create(_limits(linux.get("resources") or {}))
         cgroup.join(init.pid)
         init.wait_ready()
+        st = {"ociVersion": OCI_VERSION, "id": cid, "pid": init.pid, "pidStart": state.process_start_time(init.pid),
+              "bundle": os.path.abspath(bundle), "created": state.now(), "cgroupsPath": cgroup.name,
+              "annotations": own, "owner": "", "hooks": spec.get("hooks") or {}}
+        if "org.minidocker.hooks" in spec["annotations"]:
+            init.wait_for_hooks()
+            hooks.run(st["hooks"], "prestart", st, "created")  # deprecated: createRuntime's older name
+            hooks.run(st["hooks"], "createRuntime", st, "creating")
+            hooks.run(st["hooks"], "createContainer", st, "creating", inside=init.pid)
+            init.hooks_done()
         if any(n["type"] == "user" for n in linux.get("namespaces", [])):
             init.map_users(linux.get("uidMappings") or [], linux.get("gidMappings") or [])
         init.wait_waiting()
-        st = {"ociVersion": OCI_VERSION, "id": cid, "pid": init.pid, "pidStart": state.process_start_time(init.pid),
-              "bundle": os.path.abspath(bundle), "created": state.now(), "cgroupsPath": cgroup.name,
-              "annotations": own, "owner": ""}
         state.write_json(os.path.join(sdir, "state.json"), st)
         if pid_file:
             with open(pid_file, "w") as f:
@@ -155,6 +170,13 @@ def start(root: str, cid: str) -> None:
     fifo = os.path.join(_state_dir(root, cid), "exec.fifo")
     if _status(root, st) != "created":
         raise MinidockerError(f"cannot start a container that has {_status(root, st)}", 1)
+    try:
+        hooks.run(st.get("hooks") or {}, "startContainer", st, "created", inside=st["pid"])
+    except MinidockerError:
+        # The spec: a failed startContainer hook stops the container.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(st["pid"], signal.SIGKILL)
+        raise
     import select
 
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -179,6 +201,7 @@ def start(root: str, cid: str) -> None:
         if pidfd >= 0:
             os.close(pidfd)
     os.unlink(fifo)
+    hooks.run(st.get("hooks") or {}, "poststart", st, "running", fatal=False)
 
 
 def show_state(root: str, cid: str) -> dict:
@@ -225,6 +248,7 @@ def delete(root: str, cid: str, force: bool) -> None:
             time.sleep(0.01)
     cgroup.remove()
     state.remove_tree(_state_dir(root, cid))
+    hooks.run(st.get("hooks") or {}, "poststop", st, "stopped", fatal=False)
 
 
 def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:

@@ -29,9 +29,10 @@ _FLAGS = {"ro": host.MS_RDONLY, "nosuid": host.MS_NOSUID, "nodev": host.MS_NODEV
 # Options that only undo a flag, or say what is already so: nothing to pass.
 _NOOP = {"rw", "suid", "dev", "exec", "atime", "diratime", "async", "tmpcopyup", "norelatime", "nostrictatime"}
 # Propagation is a separate mount(2) call after the mount itself.
-_PROPAGATION = {"private": 0x40000, "rprivate": 0x40000 | host.MS_REC, "slave": 0x80000,
-                "rslave": 0x80000 | host.MS_REC, "shared": 0x100000, "rshared": 0x100000 | host.MS_REC,
-                "unbindable": 0x20000, "runbindable": 0x20000 | host.MS_REC}
+PROPAGATION = {"private": host.MS_PRIVATE, "rprivate": host.MS_PRIVATE | host.MS_REC, "slave": host.MS_SLAVE,
+               "rslave": host.MS_SLAVE | host.MS_REC, "shared": host.MS_SHARED,
+               "rshared": host.MS_SHARED | host.MS_REC, "unbindable": host.MS_UNBINDABLE,
+               "runbindable": host.MS_UNBINDABLE | host.MS_REC}
 
 
 def default_mounts() -> list[dict]:
@@ -121,8 +122,8 @@ def mount_all(rootfs: str, mounts: list[dict]) -> None:
         for opt in m.get("options", []):
             if opt in _FLAGS:
                 flags |= _FLAGS[opt]
-            elif opt in _PROPAGATION:
-                propagation = _PROPAGATION[opt]
+            elif opt in PROPAGATION:
+                propagation = PROPAGATION[opt]
             elif opt not in _NOOP:
                 data.append(opt)
         if m.get("type") in ("cgroup", "cgroup2"):
@@ -163,6 +164,10 @@ def _make_target(target: str, directory: bool) -> None:
         open(target, "a").close()
 
 
+# The spec's device types: c and u (unbuffered) are character devices.
+DEVICE_KINDS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+
 def make_devices(devices: list[dict]) -> None:
     """The spec's device nodes, and the few every container gets (as runc).
 
@@ -173,11 +178,12 @@ def make_devices(devices: list[dict]) -> None:
         path = os.path.normpath("/" + dev["path"].lstrip("/"))
         if os.path.lexists(path):
             continue
-        kind = stat.S_IFCHR if dev["type"] == "c" else stat.S_IFBLK
+        kind = DEVICE_KINDS[dev["type"]]
         mode = dev.get("fileMode", 0o666)
-        host.explain("rootfs", f"mknod -m {mode:o} {path} {dev['type']} {dev['major']} {dev['minor']}")
+        numbers = "" if dev["type"] == "p" else f" {dev['major']} {dev['minor']}"  # a FIFO has none
+        host.explain("rootfs", f"mknod -m {mode:o} {path} {dev['type']}{numbers}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        os.mknod(path, kind | mode, os.makedev(dev["major"], dev["minor"]))
+        os.mknod(path, kind | mode, 0 if dev["type"] == "p" else os.makedev(dev["major"], dev["minor"]))
         os.chmod(path, mode)  # mknod's mode is cut by the umask
         if dev.get("uid") or dev.get("gid"):
             os.chown(path, dev.get("uid", 0), dev.get("gid", 0))
@@ -198,4 +204,29 @@ def pivot(rootfs: str) -> None:
     os.chdir(rootfs)
     host.pivot_root(".", ".")
     host.umount(".", host.MNT_DETACH)
+    os.chdir("/")
+
+
+def parent_mount_private(path: str) -> None:
+    """Make the mount that holds `path` private (runc's rootfsParentMountPrivate).
+
+    Under a shared / the bind of the rootfs onto itself would propagate to
+    every peer, the host's namespace among them; and pivot_root(2) refuses a
+    new root whose parent mount is shared."""
+    mount_point = os.path.realpath(path)
+    while not os.path.ismount(mount_point):
+        mount_point = os.path.dirname(mount_point)
+    host.mount("", mount_point, None, PROPAGATION["private"])
+
+
+def chroot(rootfs: str) -> None:
+    """Enter rootfs without a mount namespace of one's own.
+
+    A spec may leave the mount namespace out: the container then shares the
+    runtime's, where pivot_root would swap the caller's own root.  runc
+    uses chroot(2) there, and so do we; the container's mounts stay in the
+    caller's namespace, as the spec's choice implies."""
+    os.chdir(rootfs)
+    host.explain("rootfs", "chroot .  # no mount namespace of its own: pivot_root would move the caller's root")
+    os.chroot(".")
     os.chdir("/")

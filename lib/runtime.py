@@ -135,6 +135,16 @@ class Init:
         self._close("_report_r")
         self._close("_go_w")
 
+    def wait_for_hooks(self) -> None:
+        """OCI create with hooks: wait until the init has its mounts and
+        waits, before pivot_root, for the runtime to run them."""
+        first = os.read(self._report_r, 1)
+        if first != b"H":
+            self._fail(first)
+
+    def hooks_done(self) -> None:
+        os.write(self._go_w, b"h")
+
     def map_users(self, uid_mappings: list[dict], gid_mappings: list[dict]) -> None:
         """Write the init's uid and gid maps once it has entered its user namespace."""
         first = os.read(self._report_r, 1)

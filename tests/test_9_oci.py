@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import shutil
+import stat
 import subprocess
 import time
 
@@ -138,6 +139,199 @@ def test_user_namespace_bundle(bundle, tmp_path, row):
     assert wait_for(lambda: "Uid:\t200000" in read(f"/proc/{pid}/status"))
     runc(root, "delete", "--force", "u1")
     row.result = "uid_map 0 200000 65536; PID 1 is uid 200000 outside"
+
+
+def edit(bundle, change) -> None:
+    spec = json.loads((bundle / "config.json").read_text())
+    change(spec)
+    (bundle / "config.json").write_text(json.dumps(spec))
+
+
+@pytest.mark.row("oci", "process.capabilities.ambient", "a non-root user keeps the ambient set across execve")
+def test_ambient_capabilities_for_a_user(bundle, tmp_path, row):
+    caps = ["CAP_KILL", "CAP_NET_BIND_SERVICE"]  # bits 5 and 10
+
+    def change(spec):
+        spec["process"].update(user={"uid": 1000, "gid": 1000}, args=["sleep", "60"],
+                               capabilities={k: caps for k in ("bounding", "effective", "permitted", "inheritable",
+                                                               "ambient")})
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "a1")
+    pid = json.loads(runc(root, "state", "a1").stdout)["pid"]
+    runc(root, "start", "a1")
+    assert wait_for(lambda: read(f"/proc/{pid}/comm").strip() == "sleep")
+    status = dict(line.split(":\t", 1) for line in read(f"/proc/{pid}/status").splitlines() if ":\t" in line)
+    assert status["Uid"].split()[0] == "1000"
+    # Without the ambient set, a uid other than 0 loses every capability at execve.
+    assert {k: status[k] for k in ("CapAmb", "CapEff", "CapPrm", "CapInh", "CapBnd")} == \
+        dict.fromkeys(("CapAmb", "CapEff", "CapPrm", "CapInh", "CapBnd"), "0000000000000420")
+    runc(root, "delete", "--force", "a1")
+    row.result = "uid 1000: CapAmb = CapEff = CapPrm = 0x420 after execve"
+
+
+@pytest.mark.row("oci", "no linux.namespaces", "the container shares the runtime's: chroot, not pivot_root")
+def test_no_namespaces_listed(bundle, tmp_path, row):
+    def change(spec):
+        del spec["linux"]["namespaces"]
+        del spec["hostname"]
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    # Its mounts land in the caller's mount namespace, as under runc: a
+    # private one here, made for the purpose.
+    private = ["unshare", "--mount", "--propagation", "private", *IN_SANDBOX, RUNC, "--root", root]
+    with open(tmp_path / "stdio", "w") as stdio:  # the container keeps create's stdio: a file, not our pipe
+        done = subprocess.run([*private, "create", "--bundle", str(bundle), "n1"], stdin=subprocess.DEVNULL,
+                              stdout=stdio, stderr=stdio, timeout=60)
+    assert done.returncode == 0, (tmp_path / "stdio").read_text()
+    pid = json.loads(runc(root, "state", "n1").stdout)["pid"]
+    runc(root, "start", "n1")
+    assert wait_for(lambda: os.path.exists(f"/proc/{pid}/root/tmp/out"))
+    for kind in ("pid", "ipc", "uts"):
+        assert os.readlink(f"/proc/{pid}/ns/{kind}") == os.readlink(f"/proc/self/ns/{kind}")
+    assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{SANDBOX}").st_ino
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")  # the private one
+    assert os.readlink(f"/proc/{pid}/root") == str(bundle / "rootfs")  # chroot(2)
+    with open("/proc/self/mountinfo") as f:
+        assert str(bundle) not in f.read()
+    runc(root, "delete", "--force", "n1")
+    row.result = "pid, ipc, uts and net namespaces the runtime's; root chrooted"
+
+
+def test_devices_of_every_kind_shares_and_reservation(bundle, tmp_path):
+    def change(spec):
+        spec["linux"]["devices"] = [{"path": "/dev/fifo0", "type": "p", "fileMode": 0o600},
+                                    {"path": "/dev/unbuffered", "type": "u", "major": 1, "minor": 3}]
+        spec["linux"]["resources"]["cpu"] = {"shares": 512}
+        spec["linux"]["resources"]["memory"].update(reservation=32 << 20)
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "d1")
+    st = json.loads(runc(root, "state", "d1").stdout)
+    fifo = os.stat(f"/proc/{st['pid']}/root/dev/fifo0")
+    assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o600
+    dev = os.stat(f"/proc/{st['pid']}/root/dev/unbuffered")
+    assert stat.S_ISCHR(dev.st_mode) and (os.major(dev.st_rdev), os.minor(dev.st_rdev)) == (1, 3)
+    cgroup = json.loads(read(os.path.join(root, "d1", "state.json")))["cgroupsPath"]
+    weights = [read(f"{d}/cpu.shares").strip() or read(f"{d}/cpu.weight").strip() for d in cgroup_paths(cgroup)
+               if os.path.exists(f"{d}/cpu.shares") or os.path.exists(f"{d}/cpu.weight")]
+    assert weights in (["512"], ["20"])  # v1's shares, or v2's weight by runc's formula
+    reserved = [read(f"{d}/memory.soft_limit_in_bytes").strip() or read(f"{d}/memory.low").strip()
+                for d in cgroup_paths(cgroup) if os.path.exists(f"{d}/memory.soft_limit_in_bytes")
+                or os.path.exists(f"{d}/memory.low")]
+    assert reserved == [str(32 << 20)]  # v1's soft limit, or v2's memory.low
+    runc(root, "delete", "d1")
+
+
+def test_umask_and_slave_propagation(bundle, tmp_path):
+    (tmp_path / "volume").mkdir()
+
+    def change(spec):
+        spec["process"]["user"]["umask"] = 0o077
+        spec["linux"]["rootfsPropagation"] = "rslave"
+        spec["mounts"].append({"destination": "/mnt", "type": "bind", "source": str(tmp_path / "volume"),
+                               "options": ["rbind"]})
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    # Created from a mount namespace whose mounts are shared, as systemd
+    # makes a machine's (this one's are private, where slave and private look
+    # alike), kept by a bind mount: a slave's master must outlive `create`.
+    keep = tmp_path / "mntns"
+    keep.touch()
+    shared = ["unshare", f"--mount={keep}", "--propagation", "shared", *IN_SANDBOX, RUNC, "--root", root]
+    try:
+        with open(tmp_path / "stdio", "w") as stdio:
+            subprocess.run([*shared, "create", "--bundle", str(bundle), "m1"], stdin=subprocess.DEVNULL,
+                           stdout=stdio, stderr=stdio, timeout=60, check=True)
+        pid = json.loads(runc(root, "state", "m1").stdout)["pid"]
+        runc(root, "start", "m1")
+        assert wait_for(lambda: "Umask:\t0077" in read(f"/proc/{pid}/status"))
+        # The bound directory is a slave: what the host mounts there comes in, nothing goes out.
+        with open(f"/proc/{pid}/mountinfo") as f:
+            assert "master:" in next(line for line in f if line.split()[4] == "/mnt")
+        runc(root, "delete", "--force", "m1")
+    finally:
+        subprocess.run(["umount", str(keep)], check=False)
+
+
+@pytest.mark.row("oci", "hooks", "each kind at its point, in its namespaces, with the state on stdin")
+def test_hooks_run_in_order_with_the_state(bundle, tmp_path, row):
+    log = tmp_path / "hooks.log"
+
+    def hook(kind: str, script: str) -> dict:
+        return {"path": "/bin/sh", "args": ["sh", "-c", script], "env": [f"KIND={kind}", f"LOG={log}"]}
+
+    record = 'read -r state; echo "$KIND $state" >> "$LOG"'
+    def change(spec):
+        spec["process"]["args"] = ["sleep", "60"]
+        spec["hooks"] = {
+            "createRuntime": [hook("createRuntime", record)],
+            "createContainer": [hook("createContainer", record + '; readlink /proc/self/ns/mnt >> "$LOG"')],
+            "startContainer": [hook("startContainer", "cat > /tmp/started")],  # the container's own /tmp
+            "poststart": [hook("poststart", record)],
+            "poststop": [hook("poststop", record)]}
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "h1")
+    pid = json.loads(runc(root, "state", "h1").stdout)["pid"]
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines[:2]] == ["createRuntime", "createContainer"]
+    assert lines[2] == os.readlink(f"/proc/{pid}/ns/mnt")  # createContainer ran in the container's mounts
+    runc(root, "start", "h1")
+    assert json.loads(read(f"/proc/{pid}/root/tmp/started"))["status"] == "created"
+    runc(root, "delete", "--force", "h1")
+    states = [(line.split()[0], json.loads(line.split(" ", 1)[1])) for line in log.read_text().splitlines()
+              if line.startswith(("create", "post"))]
+    assert [(kind, st["status"]) for kind, st in states] == [
+        ("createRuntime", "creating"), ("createContainer", "creating"), ("poststart", "running"),
+        ("poststop", "stopped")]
+    assert all(st["id"] == "h1" and st["pid"] == pid and st["bundle"] == str(bundle) for _, st in states)
+    row.result = "createRuntime, createContainer, startContainer, poststart, poststop; state on stdin"
+
+
+def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path):
+    edit(bundle, lambda spec: spec.update(hooks={"createRuntime": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "echo no GPU here >&2; exit 3"]}]}))
+    root = str(tmp_path / "state")
+    done = runc(root, "create", "--bundle", str(bundle), "h2", check=False)
+    assert done.returncode == 1 and done.stderr == "minidocker-runc: createRuntime hook /bin/sh: exit 3: no GPU here\n"
+    assert not os.path.exists(os.path.join(root, "h2"))
+    assert cgroup_paths(f"mdt-runc-{os.getpid()}/c1") == []
+
+
+BROKEN = {
+    "process.args": lambda s: s["process"].pop("args"),
+    "process.capabilities.bounding": lambda s: s["process"]["capabilities"]["bounding"].append("CAP_TEST"),
+    "process.rlimits": lambda s: s["process"]["rlimits"].append({"type": "RLIMIT_TEST", "soft": 1, "hard": 1}),
+    "process.user.uid": lambda s: s["process"]["user"].update(uid="0"),
+    "process.cwd": lambda s: s["process"].update(cwd="relative"),
+    "linux.namespaces": lambda s: s["linux"]["namespaces"].append({"type": "time-travel"}),
+    "linux.devices[0].type": lambda s: s["linux"].update(devices=[{"path": "/dev/x", "type": "x"}]),
+    "linux.resources.memory.limit": lambda s: s["linux"]["resources"]["memory"].update(limit=True),
+    "linux.mountLabel": lambda s: s["linux"].update(mountLabel="system_u:object_r:container_file_t:s0"),
+    "mounts[0]": lambda s: s["mounts"].__setitem__(0, "proc"),
+    "root.path": lambda s: s["root"].update(path=7),
+    "hostname": lambda s: s["linux"].update(namespaces=[{"type": "mount"}, {"type": "pid"}]),
+    "hooks.poststop[0].path": lambda s: s.update(hooks={"poststop": [{"path": "sh"}]}),
+    "linux.rootfsPropagation": lambda s: s["linux"].update(rootfsPropagation="sideways"),
+    "linux.resources.blockIO": lambda s: s["linux"]["resources"].update(blockIO={"weight": 500}),
+    "linux.resources.memory.kernel": lambda s: s["linux"]["resources"]["memory"].update(kernel=1 << 30),
+    "linux.resources.unified": lambda s: s["linux"]["resources"].update(unified={"../../escape": "1"}),
+    "ociVersion": lambda s: s.update(ociVersion="invalid"),
+}
+
+
+@pytest.mark.row("oci", "a broken config.json", "one line naming the field, exit 1, nothing made")
+@pytest.mark.parametrize("field", BROKEN)
+def test_broken_config_is_one_line(bundle, tmp_path, field, row):
+    edit(bundle, BROKEN[field])
+    root = str(tmp_path / "state")
+    done = runc(root, "create", "--bundle", str(bundle), "b1", check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"minidocker-runc: config.json: {field}") and done.stderr.count("\n") == 1
+    assert not os.path.exists(os.path.join(root, "b1"))
+    assert cgroup_paths(f"mdt-runc-{os.getpid()}/c1") == []  # the bundle fixture's cgroupsPath
+    row.result = f"{len(BROKEN)} kinds refused, one line each"
 
 
 def test_features_version_and_errors(tmp_path):

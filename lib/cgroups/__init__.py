@@ -160,6 +160,11 @@ def relative(path: str, what: str = "--cgroup-parent") -> str:
     return "/".join(parts)
 
 
+def unified() -> bool:
+    """Is this a pure cgroup v2 host, where the memory, cpu and pids controllers are v2's?"""
+    return _mounts()[0] is not None
+
+
 def for_container(name: str) -> Cgroup:
     from lib.cgroups import v1, v2
 

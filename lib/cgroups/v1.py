@@ -50,13 +50,21 @@ class Cgroup1(Cgroup):
                 host.write(memsw, str(mem if swap == 0 else swap))
             elif swap == 0:
                 host.write(self._path("memory", "memory.swappiness"), "0")
+        if limits.get("MemoryReservation"):
+            host.write(self._path("memory", "memory.soft_limit_in_bytes"), str(limits["MemoryReservation"]))
+        if limits.get("MemorySwappiness") is not None:
+            host.write(self._path("memory", "memory.swappiness"), str(limits["MemorySwappiness"]))
+        if limits.get("OomKillDisable"):
+            host.write(self._path("memory", "memory.oom_control"), "1")
         if limits.get("CpuQuota"):
             host.write(self._path("cpu", "cpu.cfs_period_us"), str(limits["CpuPeriod"]))
             host.write(self._path("cpu", "cpu.cfs_quota_us"), str(limits["CpuQuota"]))
+        if limits.get("CpuShares"):
+            host.write(self._path("cpu", "cpu.shares"), str(limits["CpuShares"]))
         if limits.get("PidsLimit") and "pids" in self.mounts:
             host.write(self._path("pids", "pids.max"), str(limits["PidsLimit"]))
-        if limits.get("CpusetCpus") and "cpuset" in self.mounts:
-            self._create_cpuset(limits["CpusetCpus"])
+        if (limits.get("CpusetCpus") or limits.get("CpusetMems")) and "cpuset" in self.mounts:
+            self._create_cpuset(limits.get("CpusetCpus", ""), limits.get("CpusetMems", ""))
         if "devices" in self.mounts:
             make_dirs(self._path("devices"))
             if not limits.get("Privileged"):
@@ -66,7 +74,7 @@ class Cgroup1(Cgroup):
                 for rule in limits.get("DeviceRules") or [("allow", r) for r in DEVICES_ALLOWED]:
                     host.write(self._path("devices", f"devices.{rule[0]}"), rule[1])
 
-    def _create_cpuset(self, cpus: str) -> None:
+    def _create_cpuset(self, cpus: str, mems: str) -> None:
         top = self.mounts["cpuset"]
         path = top
         for part in self.name.split("/"):
@@ -75,7 +83,9 @@ class Cgroup1(Cgroup):
                 make_dirs(path)
                 for f in ("cpuset.cpus", "cpuset.mems"):  # inherit, or nobody can join
                     host.write(os.path.join(path, f), host.read(os.path.join(parent, f)).strip())
-        host.write(os.path.join(path, "cpuset.cpus"), cpus)
+        for file, value in (("cpuset.cpus", cpus), ("cpuset.mems", mems)):
+            if value:
+                host.write(os.path.join(path, file), value)
 
     def stats(self) -> dict:
         def number(controller: str, file: str) -> int:

@@ -54,10 +54,24 @@ class Cgroup2(Cgroup):
                        "max" if swap == -1 else str(max(swap - mem, 0) if swap else 0))
         if limits.get("CpuQuota"):
             host.write(self._path("cpu.max"), f"{limits['CpuQuota']} {limits['CpuPeriod']}")
+        if limits.get("CpuShares"):
+            # v1's shares (2..262144, 1024 the default) on v2's weight scale
+            # (1..10000, 100 the default), by runc's formula, so an engine's
+            # --cpu-shares means the same on either.
+            shares = min(max(limits["CpuShares"], 2), 262144)  # v1 clamps to this range too
+            host.write(self._path("cpu.weight"), str(1 + (shares - 2) * 9999 // 262142))
         if limits.get("PidsLimit"):
             host.write(self._path("pids.max"), str(limits["PidsLimit"]))
+        if limits.get("MemoryReservation"):
+            host.write(self._path("memory.low"), str(limits["MemoryReservation"]))
         if limits.get("CpusetCpus"):
             host.write(self._path("cpuset.cpus"), limits["CpusetCpus"])
+        if limits.get("CpusetMems"):
+            host.write(self._path("cpuset.mems"), limits["CpusetMems"])
+        # An engine's raw v2 settings (linux.resources.unified), file by file:
+        # names are checked (bundle.py) to be files of this cgroup, never paths.
+        for file, value in (limits.get("Unified") or {}).items():
+            host.write(self._path(file), value)
 
     def _keyed(self, file: str, key: str) -> int:
         with contextlib.suppress(OSError):
