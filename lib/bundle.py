@@ -13,6 +13,9 @@ still runs.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from lib.host import MinidockerError
 
 _RLIMITS = {"RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS",
@@ -63,6 +66,19 @@ _SCHEMA: dict = {
 _NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 
 
+def _drop_nulls(value: object) -> object:
+    """JSON null for an optional field means "not set", as Go's decoder reads it."""
+    if isinstance(value, dict):
+        for key in [k for k, v in value.items() if v is None]:
+            del value[key]
+        for v in value.values():
+            _drop_nulls(v)
+    elif isinstance(value, list):
+        for v in value:
+            _drop_nulls(v)
+    return value
+
+
 def _check(value: object, kind: object, where: str) -> None:
     if isinstance(kind, dict):
         if not isinstance(value, dict):
@@ -78,18 +94,47 @@ def _check(value: object, kind: object, where: str) -> None:
     elif isinstance(kind, tuple):
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise MinidockerError(f"config.json: {where}: must be an object of strings", 1)
+        if any("\0" in k + v for k, v in value.items()):
+            raise MinidockerError(f"config.json: {where}: a NUL byte", 1)
     # JSON's true is no number: bool is a subclass of int in Python.
     elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):  # type: ignore[arg-type]
         raise MinidockerError(f"config.json: {where}: must be {_NAMES[kind]}", 1)  # type: ignore[index]
+    elif kind is str and "\0" in value:  # type: ignore[operator]
+        raise MinidockerError(f"config.json: {where}: a NUL byte", 1)  # no C string can hold it
+    elif kind is int and not -(1 << 63) <= value < 1 << 64:  # type: ignore[operator]
+        raise MinidockerError(f"config.json: {where}: out of range", 1)
 
 
 def _refuse(where: str, problem: str) -> None:
     raise MinidockerError(f"config.json: {where}: {problem}", 1)
 
 
+def _is_ours(path: str) -> bool:
+    """Is this mount namespace the runtime's own or the machine's (PID 1's)?
+    One that cannot be looked at is taken to be: setns(2) would fail too."""
+    try:
+        joined = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False  # setns fails later, with its own message
+    except OSError:
+        return True
+    own = [os.stat("/proc/self/ns/mnt").st_ino]
+    with contextlib.suppress(OSError):  # PID 1 may hide its namespaces (PR_SET_DUMPABLE 0)
+        own.append(os.stat("/proc/1/ns/mnt").st_ino)
+    return joined in own
+
+
+def _range(value: int | None, low: int, high: int, where: str) -> None:
+    if value is not None and not low <= value <= high:
+        _refuse(where, f"must be {low} to {high}")
+
+
+_ID = (0, (1 << 32) - 2)  # a uid or gid; (uid_t)-1 means "unchanged" to setresuid(2)
+
+
 def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool) -> None:
     """Refuse a config.json that is not what the spec allows (module doc)."""
-    _check(spec, _SCHEMA, "")
+    _check(_drop_nulls(spec), _SCHEMA, "")
     import re
 
     # SemVer, as the spec requires, and of the spec's major version 1.
@@ -102,20 +147,47 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
         _refuse("process.args", "is required: the command to run")
     if not process.get("cwd", "/").startswith("/"):
         _refuse("process.cwd", "must be an absolute path")
-    for kind, names in (process.get("capabilities") or {}).items():
+    user = process.get("user") or {}
+    for key in ("uid", "gid"):
+        _range(user.get(key), *_ID, f"process.user.{key}")
+    for i, gid in enumerate(user.get("additionalGids") or []):
+        _range(gid, *_ID, f"process.user.additionalGids[{i}]")
+    _range(user.get("umask"), 0, 0o777, "process.user.umask")
+    _range(process.get("oomScoreAdj"), -1000, 1000, "process.oomScoreAdj")
+    caps = process.get("capabilities") or {}
+    for kind, names in caps.items():
         for name in names:
             if name.removeprefix("CAP_") not in capability_names or not name.startswith("CAP_"):
                 _refuse(f"process.capabilities.{kind}", f"unknown capability {name!r}")
+    # What capset(2) and PR_CAP_AMBIENT_RAISE would refuse at start, refused now.
+    for kind, within in (("effective", ("permitted",)), ("ambient", ("permitted", "inheritable"))):
+        for name in caps.get(kind) or []:
+            if any(name not in (caps.get(w) or []) for w in within):
+                _refuse(f"process.capabilities.{kind}", f"{name} is not also {' and '.join(within)}")
     seen = set()
     for limit in process.get("rlimits") or []:
         if limit["type"] not in _RLIMITS:
             _refuse("process.rlimits", f"unknown rlimit {limit['type']!r}")
         if limit["type"] in seen:
             _refuse("process.rlimits", f"{limit['type']} is given twice")
+        for key in ("soft", "hard"):
+            _range(limit.get(key), 0, (1 << 64) - 1, f"process.rlimits: {limit['type']} {key}")
         if limit.get("soft", 0) > limit.get("hard", 0):
             _refuse("process.rlimits", f"{limit['type']}: soft limit above the hard one")
         seen.add(limit["type"])
     linux = spec.get("linux") or {}
+    for i, n in enumerate(linux.get("namespaces") or []):
+        if "type" not in n:
+            _refuse(f"linux.namespaces[{i}].type", "is required")
+        if n["type"] == "mount" and n.get("path") and _is_ours(n["path"]):
+            # pivot_root there would move the root of every process of the
+            # runtime's own namespace, or the machine's: the caller's mounts
+            # are had by leaving the mount namespace out.
+            _refuse(f"linux.namespaces[{i}]", "that mount namespace is the runtime's own or the machine's")
+    for key in ("uidMappings", "gidMappings"):
+        for i, m in enumerate(linux.get(key) or []):
+            for field in ("containerID", "hostID", "size"):
+                _range(m.get(field), 0, (1 << 32) - 1, f"linux.{key}[{i}].{field}")
     kinds = [n["type"] for n in linux.get("namespaces") or []]
     for kind in kinds:
         if kind not in NAMESPACES:
@@ -127,13 +199,18 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
     for i, dev in enumerate(linux.get("devices") or []):
         if dev.get("type") not in ("c", "u", "b", "p"):
             _refuse(f"linux.devices[{i}].type", "must be c, u, b or p")
-        if not str(dev.get("path", "")).startswith("/dev/"):
+        if not os.path.normpath(dev.get("path", "")).startswith("/dev/"):
             _refuse(f"linux.devices[{i}].path", "must be under /dev")
         if dev["type"] != "p" and (dev.get("major") is None or dev.get("minor") is None):
             _refuse(f"linux.devices[{i}]", "a device node needs major and minor")
+        for field in ("major", "minor", "uid", "gid"):
+            _range(dev.get(field), 0, (1 << 32) - 1, f"linux.devices[{i}].{field}")
+        _range(dev.get("fileMode"), 0, 0o7777, f"linux.devices[{i}].fileMode")  # the type comes from `type`
     propagation = linux.get("rootfsPropagation", "rprivate")
     if propagation not in _PROPAGATION:
         _refuse("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
+    if "rootfsPropagation" in linux and "mount" not in kinds:
+        _refuse("linux.rootfsPropagation", "needs a mount namespace of its own: it would change the caller's /")
     # Labels for security modules this runtime does not drive: refused, as
     # running without the confinement they ask for would be silent.
     for where, value in (("process.apparmorProfile", process.get("apparmorProfile")),
@@ -141,12 +218,16 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
                          ("linux.mountLabel", linux.get("mountLabel"))):
         if value:
             _refuse(where, "minidocker-runc does not apply AppArmor or SELinux labels; leave it out")
+    if (spec.get("hooks") or {}).get("startContainer"):
+        # runc runs them in the container's init; here they would run as the
+        # runtime, unconfined, an image's file outside the container's pid
+        # namespace and cgroup: a way out for a hostile image.
+        _refuse("hooks.startContainer", "not supported by minidocker-runc")
     for kind, hooks in (spec.get("hooks") or {}).items():
         for i, hook in enumerate(hooks if kind in _HOOKS else []):
             if not hook.get("path", "").startswith("/"):
                 _refuse(f"hooks.{kind}[{i}].path", "must be an absolute path")
-            if hook.get("timeout") is not None and hook["timeout"] <= 0:
-                _refuse(f"hooks.{kind}[{i}].timeout", "must be greater than zero")
+            _range(hook.get("timeout"), 1, 86400, f"hooks.{kind}[{i}].timeout")
     _check_resources(linux.get("resources") or {}, unified_cgroups)
     for i, mount in enumerate(spec.get("mounts") or []):
         if not mount.get("destination"):
@@ -158,6 +239,9 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
 # runtime does not configure; net_cls, hugetlb and rdma it does not drive.)
 _UNSUPPORTED = {"blockIO": "block I/O limits", "hugepageLimits": "hugetlb limits", "network": "net_cls/net_prio",
                 "rdma": "rdma limits"}
+
+
+_UNIFIED = {"memory", "cpu", "pids", "cpuset", "io"}
 
 
 def _check_resources(resources: dict, unified_cgroups: bool) -> None:
@@ -178,9 +262,13 @@ def _check_resources(resources: dict, unified_cgroups: bool) -> None:
     elif resources.get("unified"):
         _refuse("linux.resources.unified", "this host's memory, cpu and pids controllers are cgroup v1")
     for name in resources.get("unified") or {}:
-        # A file of the container's own cgroup: "memory.high", never a path.
-        if "/" in name or name.startswith(".") or "." not in name:
-            _refuse("linux.resources.unified", f"{name!r} is not a cgroup v2 file name")
+        # A controller's file of the container's own cgroup, "memory.high":
+        # never a path, and never cgroup.procs, which would move any host
+        # process into the container's cgroup, or cgroup.subtree_control.
+        controller, dot, rest = name.partition(".")
+        if controller not in _UNIFIED or not dot or not rest.replace("_", "").replace(".", "").isalnum() \
+                or not rest.isascii():
+            _refuse("linux.resources.unified", f"{name!r} is not a file of a cgroup v2 controller")
     swappiness = memory.get("swappiness")
     if swappiness is not None and not 0 <= swappiness <= 100:
         _refuse("linux.resources.memory.swappiness", "must be 0 to 100")

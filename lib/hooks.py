@@ -8,12 +8,15 @@ spec fixes when each kind runs, and where:
 
     createRuntime, prestart  during create, before pivot_root   the runtime's namespaces
     createContainer          during create, before pivot_root   the container's
-    startContainer           during start, before the command   the container's
     poststart                after the command started          the runtime's
     poststop                 after the container is deleted     the runtime's
 
 A failing hook before the command runs fails the operation; a failing
 poststart or poststop hook is only a warning, as the container already ran.
+startContainer hooks are refused (bundle.py): runc runs them in the
+container's init, after pivot_root, and the file is the image's; run from
+here they would run outside the container's pid namespace and cgroup, with
+every capability, which is a way out for a hostile image.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ def run(all_hooks: dict, kind: str, st: dict, status: str, inside: int = 0, fata
     if not hooks:
         return
     import subprocess
+    import tempfile
 
     state = json.dumps({"ociVersion": st["ociVersion"], "id": st["id"], "status": status, "pid": st["pid"],
                         "bundle": st["bundle"], "annotations": st.get("annotations") or {}})
@@ -42,17 +46,21 @@ def run(all_hooks: dict, kind: str, st: dict, status: str, inside: int = 0, fata
         path = hook["path"]
         argv = hook.get("args") or [path]
         host.explain("hooks", f"{kind}: {host.quote(argv)}" + ("  # in the container's namespaces" if inside else ""))
-        try:
-            done = subprocess.run(argv, executable=path, input=state.encode(), capture_output=True,
-                                  env=dict(e.split("=", 1) for e in hook.get("env") or [] if "=" in e),
-                                  timeout=hook.get("timeout"),
-                                  preexec_fn=(lambda: namespaces.join_all(inside)) if inside else None)
-            problem = "" if done.returncode == 0 else \
-                f"exit {done.returncode}: {done.stderr.decode(errors='replace').strip()[-300:]}"
-        except subprocess.TimeoutExpired:
-            problem = f"still running after its timeout of {hook['timeout']} s"
-        except (OSError, subprocess.SubprocessError) as e:
-            problem = str(e)
+        # Its output goes to a file, not a pipe: a hook that leaves a child
+        # holding a pipe would hold `create` for as long as that child lives.
+        with tempfile.TemporaryFile() as errors:
+            try:
+                done = subprocess.run(argv, executable=path, input=state.encode(), stdout=subprocess.DEVNULL,
+                                      stderr=errors, timeout=hook.get("timeout"),
+                                      env=dict(e.split("=", 1) for e in hook.get("env") or [] if "=" in e),
+                                      preexec_fn=(lambda: namespaces.join_all(inside)) if inside else None)
+                errors.seek(0)
+                problem = "" if done.returncode == 0 else \
+                    f"exit {done.returncode}: {errors.read(4096).decode(errors='replace').strip()[-300:]}"
+            except subprocess.TimeoutExpired:
+                problem = f"still running after its timeout of {hook['timeout']} s"
+            except (OSError, ValueError, subprocess.SubprocessError) as e:
+                problem = str(e)
         if problem:
             message = f"{kind} hook {path}: {problem}"
             if fatal:

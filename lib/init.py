@@ -53,9 +53,8 @@ def _enter_namespaces(namespaces: list[dict], propagation: int) -> None:
     # host's mounts are "shared" (systemd makes / shared) every mount made
     # here would propagate back onto the host.  Private first, then mount.
     # Without a mount namespace of its own, / is the caller's: left alone.
-    # A bundle may ask for another propagation (linux.rootfsPropagation).
     if any(n["type"] == "mount" for n in namespaces):
-        host.mount("none", "/", None, propagation or host.MS_REC | host.MS_PRIVATE)
+        host.mount("none", "/", None, propagation)
 
 
 def _loopback_up() -> None:
@@ -186,7 +185,9 @@ def _limits(process: dict) -> None:
         for limit in process["rlimits"]:
             host.explain("security", f"prlimit --{limit['type'][7:].lower()}={limit['soft']}:{limit['hard']}")
             try:
-                resource.setrlimit(getattr(resource, limit["type"]), (limit["soft"], limit["hard"]))
+                # A value beyond a C long is RLIM_INFINITY (2**64 - 1 in the spec's uint64).
+                soft, hard = (v if v < 1 << 63 else resource.RLIM_INFINITY for v in (limit["soft"], limit["hard"]))
+                resource.setrlimit(getattr(resource, limit["type"]), (soft, hard))
             except (OSError, ValueError, AttributeError) as e:
                 raise host.MinidockerError(f"setrlimit {limit['type']} {limit['soft']}:{limit['hard']}: {e}",
                                            host.EXIT_ENGINE) from None
@@ -197,13 +198,15 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     console socket the command gets a pty (terminal.py)."""
     wanted = spec["linux"]["namespaces"]
     propagation = rootfs.PROPAGATION.get(spec["linux"].get("rootfsPropagation") or "", 0)
-    # An unbindable / could not be bound onto itself below: private until pivot_root.
-    _enter_namespaces(wanted, 0 if propagation & host.MS_UNBINDABLE else propagation)
+    # Until pivot_root every mount here is recursively private, or a slave
+    # if the bundle asks for that (nothing goes out of a slave either):
+    # under a shared / the rootfs bind, the proc and sys mounts, and the
+    # unmount of the old root would all reach the host's namespace.  The
+    # bundle's own choice is applied to the new root, after pivot_root.
+    _enter_namespaces(wanted, host.MS_REC | (host.MS_SLAVE if propagation & host.MS_SLAVE else host.MS_PRIVATE))
     os.write(report_fd, b"R")
     root = spec["root"]["path"]
     annotations = spec.get("annotations", {})
-    if propagation & host.MS_SHARED:
-        rootfs.parent_mount_private(root)
     if "org.minidocker.overlay.lowerdir" in annotations:
         rootfs.mount_overlay(root, annotations["org.minidocker.overlay.lowerdir"].split(":"),
                              annotations["org.minidocker.overlay.upperdir"],

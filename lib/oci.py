@@ -125,28 +125,33 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
     spec["annotations"]["org.minidocker.preserve-fds"] = str(preserve_fds)
     if any((spec.get("hooks") or {}).get(kind) for kind in hooks.BEFORE_PIVOT):
         spec["annotations"]["org.minidocker.hooks"] = "1"
+    if spec.get("process", {}).get("terminal") and not console_socket:
+        raise MinidockerError("a terminal needs --console-socket", 1)
     cgroup = cgroups.for_container(linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}")
-    os.makedirs(sdir, mode=0o711)
-    os.mkfifo(fifo, 0o600)
-    root_outside = next((m["hostID"] for m in linux.get("uidMappings") or [] if m["containerID"] == 0), 0)
-    group_outside = next((m["hostID"] for m in linux.get("gidMappings") or [] if m["containerID"] == 0), 0)
-    os.chown(fifo, root_outside, group_outside)  # the init reopens it as root of its user namespace
     if spec.get("process", {}).get("terminal"):
-        if not console_socket:
-            raise MinidockerError("a terminal needs --console-socket", 1)
         spec["annotations"]["org.minidocker.console-socket"] = console_socket
+    # Without a mount namespace of its own, the container's mounts are made
+    # in the caller's (as under runc): they are taken down with it.
+    caller_mounts = "" if any(n["type"] == "mount" for n in linux["namespaces"]) else spec["root"]["path"]
     init = None
+    os.makedirs(sdir, mode=0o711)
     try:
+        os.mkfifo(fifo, 0o600)
+        root_outside = next((m["hostID"] for m in linux.get("uidMappings") or [] if m["containerID"] == 0), 0)
+        group_outside = next((m["hostID"] for m in linux.get("gidMappings") or [] if m["containerID"] == 0), 0)
+        os.chown(fifo, root_outside, group_outside)  # the init reopens it as root of its user namespace
         init = runtime.Init(spec, runtime.INHERIT, runtime.INHERIT)
         cgroup.create(_limits(linux.get("resources") or {}))
         cgroup.join(init.pid)
         init.wait_ready()
         st = {"ociVersion": OCI_VERSION, "id": cid, "pid": init.pid, "pidStart": state.process_start_time(init.pid),
               "bundle": os.path.abspath(bundle), "created": state.now(), "cgroupsPath": cgroup.name,
-              "annotations": own, "owner": "", "hooks": spec.get("hooks") or {}}
+              "annotations": own, "owner": "", "hooks": spec.get("hooks") or {}, "callerMounts": caller_mounts}
         if "org.minidocker.hooks" in spec["annotations"]:
             init.wait_for_hooks()
-            hooks.run(st["hooks"], "prestart", st, "created")  # deprecated: createRuntime's older name
+            # prestart is createRuntime's older name, from when it ran at `start`: its
+            # hooks are told "created", as runtime-tools' hooks_stdin checks.
+            hooks.run(st["hooks"], "prestart", st, "created")
             hooks.run(st["hooks"], "createRuntime", st, "creating")
             hooks.run(st["hooks"], "createContainer", st, "creating", inside=init.pid)
             init.hooks_done()
@@ -160,9 +165,18 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
     except BaseException:
         if init is not None:
             init.abort()
+        _unmount_caller_mounts(caller_mounts)
         cgroup.remove()
         state.remove_tree(sdir)
         raise
+
+
+def _unmount_caller_mounts(rootfs: str) -> None:
+    """Detach the rootfs bind (and all mounted below it) that a container
+    without a mount namespace left in the caller's; elsewhere there is none."""
+    if rootfs:
+        with contextlib.suppress(MinidockerError):
+            host.umount(rootfs, host.MNT_DETACH)
 
 
 def start(root: str, cid: str) -> None:
@@ -170,13 +184,6 @@ def start(root: str, cid: str) -> None:
     fifo = os.path.join(_state_dir(root, cid), "exec.fifo")
     if _status(root, st) != "created":
         raise MinidockerError(f"cannot start a container that has {_status(root, st)}", 1)
-    try:
-        hooks.run(st.get("hooks") or {}, "startContainer", st, "created", inside=st["pid"])
-    except MinidockerError:
-        # The spec: a failed startContainer hook stops the container.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(st["pid"], signal.SIGKILL)
-        raise
     import select
 
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -246,6 +253,7 @@ def delete(root: str, cid: str, force: bool) -> None:
             if not state.alive(st["pid"], st["pidStart"]):
                 break
             time.sleep(0.01)
+    _unmount_caller_mounts(st.get("callerMounts", ""))
     cgroup.remove()
     state.remove_tree(_state_dir(root, cid))
     hooks.run(st.get("hooks") or {}, "poststop", st, "stopped", fatal=False)
@@ -281,7 +289,8 @@ def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
 
 
 def features() -> dict:
-    return {"ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION, "hooks": [],
+    return {"ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
+            "hooks": ["prestart", "createRuntime", "createContainer", "poststart", "poststop"],
             "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "private", "rprivate",
                              "slave", "rslave", "shared", "rshared", "strictatime", "relatime", "noatime"],
             "linux": {"namespaces": ["pid", "mount", "uts", "ipc", "network", "cgroup"],

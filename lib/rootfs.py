@@ -207,18 +207,6 @@ def pivot(rootfs: str) -> None:
     os.chdir("/")
 
 
-def parent_mount_private(path: str) -> None:
-    """Make the mount that holds `path` private (runc's rootfsParentMountPrivate).
-
-    Under a shared / the bind of the rootfs onto itself would propagate to
-    every peer, the host's namespace among them; and pivot_root(2) refuses a
-    new root whose parent mount is shared."""
-    mount_point = os.path.realpath(path)
-    while not os.path.ismount(mount_point):
-        mount_point = os.path.dirname(mount_point)
-    host.mount("", mount_point, None, PROPAGATION["private"])
-
-
 def chroot(rootfs: str) -> None:
     """Enter rootfs without a mount namespace of one's own.
 
