@@ -38,9 +38,9 @@ if [ $# -gt 0 ]; then  # quoted for the guest's shell
     set -- "$(python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@")"
 elif [ "$(nproc)" -ge 2 ]; then
     set -- "tests/test_2a_resources.py tests/test_4_security.py tests/test_4_seccomp.py tests/test_5_terminal.py
-            tests/test_7_images.py tests/test_8_docs.py" \
+            tests/test_7_images.py tests/test_8_docs.py tests/test_9_oci.py tests/test_9_oci_conformance.py" \
            "tests/test_1_isolation.py tests/test_2b_lifecycle.py tests/test_2c_network.py tests/test_3_networks.py
-            tests/test_9_oci.py tests/test_9_oci_conformance.py tests/test_9_host_unaffected.py"
+            tests/test_9_host_unaffected.py"
 else
     set -- ""
 fi
