@@ -16,6 +16,7 @@
 # Without them it fails; MINIDOCKER_SKIP_VM=1 leaves it out, and says so.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/vm/results.sh"
 if [ "$(uname -m)" = aarch64 ]; then
     echo "arm64.sh: this host is arm64 already: the default suite tests arm64 natively"
     exit 0
@@ -148,18 +149,4 @@ GUEST
         > "$results/console" 2>&1 &
 done
 wait
-rc=0
-mkdir -p "$top/.verification"
-for results in "$work"/*/; do
-    echo "===== arm64 machine $(basename "$results") of $shard"
-    cat "$results/log" 2>/dev/null || { echo "arm64.sh: the arm64 machine did not run the tests:"; tail -20 "$results/console"; }
-    # Green only when pytest ran and said so: a machine that ran nothing is a failure.
-    if [ "$(cat "$results/rc" 2>/dev/null)" != 0 ] || ! grep -Eq '(^|[ =])[0-9]+ passed' "$results/log" 2>/dev/null; then
-        echo "arm64.sh: FAILED in machine $(basename "$results")" >&2
-        rc=1
-    fi
-    for table in "$results"/phase-*.md; do
-        [ -e "$table" ] && cp "$table" "$top/.verification/$(basename "$table" .md)-arm64.md"
-    done
-done
-exit "$rc"
+report "$work" "$shard" arm64

@@ -17,6 +17,7 @@
 # leave the tier out on purpose, say so: MINIDOCKER_SKIP_VM=1.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
+. "$top/tests/vm/results.sh"
 if grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
     echo "cgroupv2.sh: this host is pure cgroup v2 already: the default suite tests the v2 driver natively"
     exit 0
@@ -85,18 +86,4 @@ GUEST
     " > "$results/console" 2>&1 &
 done
 wait
-rc=0
-mkdir -p "$top/.verification"
-for results in "$work"/*/; do
-    echo "===== cgroup v2 guest $(basename "$results") of $shard"
-    cat "$results/log" 2>/dev/null || { echo "cgroupv2.sh: the VM did not run the tests:"; tail -20 "$results/console"; }
-    # Green only when pytest ran and said so: a VM that ran nothing is a failure.
-    if [ "$(cat "$results/rc" 2>/dev/null)" != 0 ] || ! grep -Eq '(^|[ =])[0-9]+ passed' "$results/log" 2>/dev/null; then
-        echo "cgroupv2.sh: FAILED in guest $(basename "$results")" >&2
-        rc=1
-    fi
-    for table in "$results"/phase-*.md; do
-        [ -e "$table" ] && cp "$table" "$top/.verification/$(basename "$table" .md)-cgroupv2.md"
-    done
-done
-exit "$rc"
+report "$work" "$shard" cgroupv2
