@@ -166,8 +166,8 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
                 _refuse(f"process.capabilities.{kind}", f"{name} is not also {' and '.join(within)}")
     seen = set()
     for limit in process.get("rlimits") or []:
-        if limit["type"] not in _RLIMITS:
-            _refuse("process.rlimits", f"unknown rlimit {limit['type']!r}")
+        if limit.get("type") not in _RLIMITS:
+            _refuse("process.rlimits", f"unknown rlimit {limit.get('type')!r}")
         if limit["type"] in seen:
             _refuse("process.rlimits", f"{limit['type']} is given twice")
         for key in ("soft", "hard"):

@@ -363,6 +363,7 @@ BROKEN = {
     "linux.rootfsPropagation ": lambda s: (s.pop("hostname"), s["linux"].update(namespaces=[{"type": "pid"}],
                                                                                    rootfsPropagation="rslave")),
     "process.user.umask": lambda s: s["process"]["user"].update(umask=1 << 32),
+    "process.rlimits ": lambda s: s["process"]["rlimits"].append({"soft": 1, "hard": 1}),
 }
 
 
