@@ -194,8 +194,19 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
             _refuse("linux.namespaces", f"unknown namespace type {kind!r}")
         if kinds.count(kind) > 1:
             _refuse("linux.namespaces", f"{kind} is given twice")
-    if spec.get("hostname") and "uts" not in kinds:
-        _refuse("hostname", "needs a uts namespace of its own: it would rename the runtime's machine")
+    for name in ("hostname", "domainname"):
+        if spec.get(name) and "uts" not in kinds:
+            _refuse(name, "needs a uts namespace of its own: it would rename the runtime's machine")
+    # Spec fields this runtime does not apply: refused, never dropped in silence.
+    for where, value in (("process.ioPriority", process.get("ioPriority")),
+                         ("process.scheduler", process.get("scheduler")),
+                         ("process.execCPUAffinity", process.get("execCPUAffinity")),
+                         ("linux.personality", linux.get("personality")),
+                         ("linux.intelRdt", linux.get("intelRdt")),
+                         ("linux.memoryPolicy", linux.get("memoryPolicy")),
+                         ("linux.timeOffsets", linux.get("timeOffsets"))):
+        if value:
+            _refuse(where, "not supported by minidocker-runc")
     for i, dev in enumerate(linux.get("devices") or []):
         if dev.get("type") not in ("c", "u", "b", "p"):
             _refuse(f"linux.devices[{i}].type", "must be c, u, b or p")

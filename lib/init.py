@@ -250,8 +250,9 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     rootfs.make_devices(spec["linux"].get("devices", []))
     for path, value in sysctls:
         host.write(path, value, step="namespaces")
-    if spec.get("hostname") and any(n["type"] == "uts" and not n.get("path") for n in wanted):
-        host.write("/proc/sys/kernel/hostname", spec["hostname"], step="namespaces")
+    for name in ("hostname", "domainname"):
+        if spec.get(name) and any(n["type"] == "uts" and not n.get("path") for n in wanted):
+            host.write(f"/proc/sys/kernel/{name}", spec[name], step="namespaces")
     security.mask_paths(spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
     if spec["root"].get("readonly"):
         host.mount("", "/", None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)

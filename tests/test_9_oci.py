@@ -56,7 +56,7 @@ def bundle(tmp_path):
                         "env": ["PATH=/usr/bin:/bin:/usr/sbin:/sbin"],
                         "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted", "inheritable")},
                         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 512}]},
-            "root": {"path": "rootfs"}, "hostname": "bundled",
+            "root": {"path": "rootfs"}, "hostname": "bundled", "domainname": "example.org",
             "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
                        {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "rprivate"]},
@@ -98,6 +98,7 @@ def test_create_start_state_kill_delete(bundle, tmp_path, row):
         assert any(line.startswith("Max open files") and "512" in line for line in f)
     out = runc(root, "exec", "c1", "sh", "-c", "echo $$; grep CapEff /proc/self/status").stdout.split()
     assert out[0] != "1" and out[-1] == "0000000000000421"
+    assert runc(root, "exec", "c1", "cat", "/proc/sys/kernel/domainname").stdout.strip() == "example.org"
     runc(root, "pause", "c1")
     assert json.loads(runc(root, "state", "c1").stdout)["status"] == "paused"
     runc(root, "resume", "c1")
@@ -174,7 +175,7 @@ def test_ambient_capabilities_for_a_user(bundle, tmp_path, row):
 def test_no_namespaces_listed(bundle, tmp_path, row):
     def change(spec):
         del spec["linux"]["namespaces"]
-        del spec["hostname"]
+        del spec["hostname"], spec["domainname"]
     edit(bundle, change)
     root = str(tmp_path / "state")
     # Its mounts land in the caller's mount namespace, as under runc: a
@@ -349,6 +350,7 @@ BROKEN = {
     "mounts[0]": lambda s: s["mounts"].__setitem__(0, "proc"),
     "root.path": lambda s: s["root"].update(path=7),
     "hostname": lambda s: s["linux"].update(namespaces=[{"type": "mount"}, {"type": "pid"}]),
+    "domainname": lambda s: (s.pop("hostname"), s["linux"].update(namespaces=[{"type": "mount"}])),
     "hooks.poststop[0].path": lambda s: s.update(hooks={"poststop": [{"path": "sh"}]}),
     "linux.rootfsPropagation": lambda s: s["linux"].update(rootfsPropagation="sideways"),
     "linux.resources.blockIO": lambda s: s["linux"]["resources"].update(blockIO={"weight": 500}),
@@ -360,10 +362,11 @@ BROKEN = {
     "linux.namespaces[4]": lambda s: s["linux"]["namespaces"][4].update(path="/proc/1/ns/mnt"),
     "process.user.uid ": lambda s: s["process"]["user"].update(uid=1 << 32),
     "process.capabilities.effective": lambda s: s["process"]["capabilities"]["effective"].append("CAP_SYS_ADMIN"),
-    "linux.rootfsPropagation ": lambda s: (s.pop("hostname"), s["linux"].update(namespaces=[{"type": "pid"}],
-                                                                                   rootfsPropagation="rslave")),
+    "linux.rootfsPropagation ": lambda s: (s.pop("hostname"), s.pop("domainname"),
+                                           s["linux"].update(namespaces=[{"type": "pid"}], rootfsPropagation="rslave")),
     "process.user.umask": lambda s: s["process"]["user"].update(umask=1 << 32),
     "process.rlimits ": lambda s: s["process"]["rlimits"].append({"soft": 1, "hard": 1}),
+    "linux.personality": lambda s: s["linux"].update(personality={"domain": "LINUX32"}),
 }
 
 
