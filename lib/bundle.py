@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 
+from lib import rootfs
 from lib.host import MinidockerError
 
 _RLIMITS = {"RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_LOCKS",
             "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
             "RLIMIT_RTPRIO", "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK"}
-NAMESPACES = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup"}
+_NAMESPACES = {"pid", "network", "mount", "ipc", "uts", "user", "cgroup"}
 _HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
-_PROPAGATION = {"shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable"}
 
 # Each field's type: a Python type, a one-element list for "a list of", a
 # dict of fields, or (str,) for "an object of string values".
@@ -190,7 +190,7 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
                 _range(m.get(field), 0, (1 << 32) - 1, f"linux.{key}[{i}].{field}")
     kinds = [n["type"] for n in linux.get("namespaces") or []]
     for kind in kinds:
-        if kind not in NAMESPACES:
+        if kind not in _NAMESPACES:
             _refuse("linux.namespaces", f"unknown namespace type {kind!r}")
         if kinds.count(kind) > 1:
             _refuse("linux.namespaces", f"{kind} is given twice")
@@ -218,7 +218,7 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
             _range(dev.get(field), 0, (1 << 32) - 1, f"linux.devices[{i}].{field}")
         _range(dev.get("fileMode"), 0, 0o7777, f"linux.devices[{i}].fileMode")  # the type comes from `type`
     propagation = linux.get("rootfsPropagation", "rprivate")
-    if propagation not in _PROPAGATION:
+    if propagation not in rootfs.PROPAGATION:
         _refuse("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
     if "rootfsPropagation" in linux and "mount" not in kinds:
         _refuse("linux.rootfsPropagation", "needs a mount namespace of its own: it would change the caller's /")
