@@ -112,20 +112,26 @@ class Init:
                               int(code) if code.isdigit() else host.EXIT_ENGINE)
 
     def own_failure(self) -> MinidockerError | None:
-        """Why the init failed, if it has exited: when a step of ours fails
-        because the init is gone (its network namespace with it), the init's
-        own report is the one the user needs to read."""
+        """Why the init failed, if it has: when a step of ours fails because
+        the init is gone (its network namespace with it), the init's own
+        report is the one the user needs to read.
+
+        The report, not waitpid(WNOHANG), tells: the init writes it before
+        it exits, and an exiting process gives up its namespaces well before
+        it becomes a zombie.  In between, our `ip` already fails on the
+        vanished namespace while WNOHANG still says "running"."""
         if self._report_r is None or self.status is not None:
             return None
-        pid, status = os.waitpid(self.pid, os.WNOHANG)
-        if pid == 0:
-            return None
-        self.status = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+        os.set_blocking(self._report_r, False)
         report = b""
-        while chunk := os.read(self._report_r, 4096):
-            report += chunk
+        with contextlib.suppress(BlockingIOError):  # nothing (more) written yet
+            while chunk := os.read(self._report_r, 4096):
+                report += chunk
         code, _, message = report.lstrip(b"RWU").decode(errors="replace").partition(" ")
-        return MinidockerError(message, int(code)) if code.isdigit() and message else None
+        if not (code.isdigit() and message):  # no report: the init lives on, or exec'd
+            return None
+        self.wait()
+        return MinidockerError(message, int(code))
 
     def wait_waiting(self) -> None:
         """OCI create: wait until the init is set up and waits for `start`."""

@@ -17,7 +17,7 @@ import tarfile
 import threading
 
 import pytest
-from conftest import MINIDOCKER, TOP, cgroup_dirs, cgroup_paths, cgroups_below, inspect, md, wait_for
+from conftest import MINIDOCKER, PYTHON, TOP, cgroup_dirs, cgroup_paths, cgroups_below, inspect, md, wait_for
 
 pytestmark = [pytest.mark.order(6), pytest.mark.cgroupv2]  # the escape table holds on v1 and v2 alike
 
@@ -267,6 +267,44 @@ def test_image_cannot_move_proc_or_sys(directory, busybox_tree, tmp_path, row):
         f"{'proc' if directory == 'proc' else 'sysfs'} there"]
     assert md("ps", "-aq").stdout == ""
     row.result = f"/{directory} -> /run/{directory}: " + done.stderr.strip().removeprefix("minidocker: ")[:40]
+
+
+# One container start, in-process, up to the point where the CLI plugs in its
+# network: wait until the init's network namespace is gone (as `ip` finds it),
+# then ask why.  An exiting process gives up its namespaces well before it is
+# a zombie, so in that window waitpid(WNOHANG) still says "running".
+RACE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from lib import runtime
+spec = {"linux": {"namespaces": [{"type": t} for t in ("pid", "mount", "network")]},
+        "root": {"path": sys.argv[2]}, "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+        "process": {"args": ["true"]}}
+for _ in range(50):
+    init = runtime.Init(spec, runtime.NULL, runtime.INHERIT)
+    init.wait_ready()
+    while True:
+        try:
+            os.readlink(f"/proc/{init.pid}/ns/net")
+        except OSError:
+            break
+    print(init.own_failure())
+    init.abort()
+"""
+
+
+def test_the_inits_refusal_is_what_the_user_reads(busybox_tree, tmp_path):
+    """`run` of a hostile image with a network: the init refuses and exits
+    while the CLI plugs in the veth.  The init's reason is the error, not
+    the `ip` failure its vanished namespace causes."""
+    tree = tmp_path / "moved-proc"
+    subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
+    (tree / "proc").rmdir()
+    os.symlink("/run/p", tree / "proc")
+    done = subprocess.run([*PYTHON, "-c", RACE, TOP, str(tree)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert set(done.stdout.splitlines()) == {
+        "the image's /proc is not a directory (a symlink or a file): refusing to mount proc there"}
 
 
 @pytest.mark.row("4", "image whose /dev is a symlink to a host directory", "refused; no device node on the host")
