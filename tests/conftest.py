@@ -21,6 +21,7 @@ A test that replays a row of a phase's verification table says so with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -68,6 +69,15 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {predicate.__name__}")
 
 
+def read(path: str) -> str:
+    """A file's text; "" if it is not there (a process gone, a cgroup removed)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def cgroup_hierarchies() -> dict[str, str]:
     """The mount point of every cgroup hierarchy, each v1 controller's and v2's,
     with its name as /proc/PID/cgroup shows it ("memory", "name=systemd"; "" for v2).
@@ -96,6 +106,25 @@ def cgroup_v2() -> bool:
                 if "memory" in f.read().split():
                     return True
     return False
+
+
+def cgroup_limits(pid: int) -> dict[str, str]:
+    """The memory, pids and CPU quota limits of the cgroups a process is in,
+    v1 or v2, found from the process itself (/proc/PID/cgroup), not from
+    where an engine is expected to put it."""
+    tops = {name: top for top, name in cgroup_hierarchies().items()}
+    limits = {}
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    for line in lines:
+        _, name, path = line.split(":", 2)
+        files = {"memory": "memory.max", "pids": "pids.max", "cpu": "cpu.max"} if not name else \
+            {"memory": "memory.limit_in_bytes", "pids": "pids.max", "cpu": "cpu.cfs_quota_us"}
+        for controller, file in files.items():
+            if name == "" or controller in name.split(","):
+                with contextlib.suppress(OSError), open(f"{tops[name]}{path}/{file}") as f:
+                    limits[controller] = f.read().split()[0]
+    return limits
 
 
 def cgroup_paths(relative: str) -> list[str]:
