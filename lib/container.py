@@ -663,11 +663,19 @@ def _release(rec: dict, cgroup: cgroups.Cgroup | None = None) -> None:
 
     Its IP address stays reserved until `rm`, so a restart keeps it; its
     veth pair went with its network namespace (network.py)."""
-    (cgroup or cgroups.for_container(_private(rec)["Cgroup"])).remove()
+    _remove_cgroup(_private(rec)["Cgroup"], cgroup)
     if _private(rec)["Published"]:
         ports.unpublish(rec["Id"])
         _private(rec)["Published"] = []
         rec["NetworkSettings"]["Ports"] = {}
+
+
+def _remove_cgroup(name: str, cgroup: cgroups.Cgroup | None = None) -> None:
+    try:
+        cgroup = cgroup or cgroups.for_container(name)
+    except MinidockerError:  # no memory hierarchy mounted (`ip netns exec` remounts /sys): none of ours here
+        return
+    cgroup.remove()
 
 
 def refresh(rec: dict) -> dict:
@@ -799,7 +807,7 @@ def _remove_unreadable(cid: str) -> None:
     """rm -f of a container whose record cannot be read: what it may hold is
     found by its ID (its cgroup under our parent, its address, its ports, its
     name), and its processes are killed with its cgroup."""
-    cgroups.for_container(f"{cgroups.default_parent()}/{cid}").remove()
+    _remove_cgroup(f"{cgroups.default_parent()}/{cid}")
     network.release(cid)
     ports.unpublish(cid)
     for name in os.listdir(state.path("names")) if os.path.isdir(state.path("names")) else []:

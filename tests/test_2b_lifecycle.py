@@ -244,6 +244,16 @@ def test_init_missing_leaves_nothing():
     assert not os.path.isdir(records) or os.listdir(records) == []
     assert cgroups_below(os.environ["MINIDOCKER_CGROUP_PARENT"]) == []
 
+def test_a_run_without_cgroups_leaves_nothing():
+    """`ip netns exec` remounts /sys, and the cgroup hierarchies go with it:
+    the run is refused, and --rm takes its record back even so."""
+    hide = 'umount -l /sys && mount -t sysfs sysfs /sys && exec "$@"'
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, "sh", *MINIDOCKER,
+                           "run", "--rm", "busybox", "true"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (125, "minidocker: no cgroup memory controller is mounted on this host\n")
+    assert md("ps", "-aq").stdout == ""
+
+
 def test_kill_with_a_signal():
     md("run", "-d", "--name", "hup", "busybox", "sh", "-c", "trap 'exit 42' HUP; while :; do sleep 0.1; done")
     md("kill", "-s", "HUP", "hup")
