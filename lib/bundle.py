@@ -82,31 +82,31 @@ def _drop_nulls(value: object) -> object:
 def _check(value: object, kind: object, where: str) -> None:
     if isinstance(kind, dict):
         if not isinstance(value, dict):
-            raise MinidockerError(f"config.json: {where}: must be an object", 1)
+            raise MinidockerError(f"{where}: must be an object", 1)
         for key, sub in kind.items():
             if value.get(key) is not None:
                 _check(value[key], sub, f"{where}.{key}" if where else key)
     elif isinstance(kind, list):
         if not isinstance(value, list):
-            raise MinidockerError(f"config.json: {where}: must be a list", 1)
+            raise MinidockerError(f"{where}: must be a list", 1)
         for i, item in enumerate(value):
             _check(item, kind[0], f"{where}[{i}]")
     elif isinstance(kind, tuple):
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise MinidockerError(f"config.json: {where}: must be an object of strings", 1)
+            raise MinidockerError(f"{where}: must be an object of strings", 1)
         if any("\0" in k + v for k, v in value.items()):
-            raise MinidockerError(f"config.json: {where}: a NUL byte", 1)
+            raise MinidockerError(f"{where}: a NUL byte", 1)
     # JSON's true is no number: bool is a subclass of int in Python.
     elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):  # type: ignore[arg-type]
-        raise MinidockerError(f"config.json: {where}: must be {_NAMES[kind]}", 1)  # type: ignore[index]
+        raise MinidockerError(f"{where}: must be {_NAMES[kind]}", 1)  # type: ignore[index]
     elif kind is str and "\0" in value:  # type: ignore[operator]
-        raise MinidockerError(f"config.json: {where}: a NUL byte", 1)  # no C string can hold it
+        raise MinidockerError(f"{where}: a NUL byte", 1)  # no C string can hold it
     elif kind is int and not -(1 << 63) <= value < 1 << 64:  # type: ignore[operator]
-        raise MinidockerError(f"config.json: {where}: out of range", 1)
+        raise MinidockerError(f"{where}: out of range", 1)
 
 
 def _refuse(where: str, problem: str) -> None:
-    raise MinidockerError(f"config.json: {where}: {problem}", 1)
+    raise MinidockerError(f"{where}: {problem}", 1)
 
 
 def _is_ours(path: str) -> bool:
@@ -134,6 +134,22 @@ _ID = (0, (1 << 32) - 2)  # a uid or gid; (uid_t)-1 means "unchanged" to setresu
 
 def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool) -> None:
     """Refuse a config.json that is not what the spec allows (module doc)."""
+    try:
+        _check_config(spec, capability_names, unified_cgroups)
+    except MinidockerError as e:
+        raise MinidockerError(f"config.json: {e}", 1) from None
+
+
+def check_resources(resources: dict, unified_cgroups: bool, source: str) -> None:
+    """The same rules for linux.resources given alone (`update --resources`)."""
+    try:
+        _check(_drop_nulls(resources), _SCHEMA["linux"]["resources"], "linux.resources")
+        _check_resources(resources, unified_cgroups)
+    except MinidockerError as e:
+        raise MinidockerError(f"{source}: {e}", 1) from None
+
+
+def _check_config(spec: dict, capability_names: list[str], unified_cgroups: bool) -> None:
     _check(_drop_nulls(spec), _SCHEMA, "")
     import re
 
@@ -154,6 +170,8 @@ def check_config(spec: dict, capability_names: list[str], unified_cgroups: bool)
         _range(gid, *_ID, f"process.user.additionalGids[{i}]")
     _range(user.get("umask"), 0, 0o777, "process.user.umask")
     _range(process.get("oomScoreAdj"), -1000, 1000, "process.oomScoreAdj")
+    for key in ("height", "width"):  # a winsize's unsigned shorts
+        _range((process.get("consoleSize") or {}).get(key), 0, 65535, f"process.consoleSize.{key}")
     caps = process.get("capabilities") or {}
     for kind, names in caps.items():
         for name in names:

@@ -124,8 +124,14 @@ def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int
     os.chdir(cwd)
     os.umask(user.get("umask", 0o022))  # runc's default, where the bundle names none
     _limits(process)
-    security.drop_to(process, seccomp_filter)
+    # As runc: under no_new_privs the filter needs no privilege to load, so
+    # it comes last, and a profile need not allow the calls that set up the
+    # user and capabilities.  Without it, loading needs CAP_SYS_ADMIN: first.
+    late = seccomp_filter if process.get("noNewPrivileges") else None
+    security.drop_to(process, None if late else seccomp_filter)
     host.close_on_exec_from(3 + preserve_fds)  # 0-2 and, for an engine, the fds it asked to pass
+    if late is not None:
+        security.load_seccomp(late)
     host.explain("exec", ["execve", *args])
     try:
         _execvpe(args[0], args, env)
@@ -257,7 +263,7 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     if spec["root"].get("readonly"):
         host.mount("", "/", None, host.MS_REMOUNT | host.MS_BIND | host.MS_RDONLY)
     if console_fd >= 0:
-        terminal.take_console("/dev/pts", console_fd)
+        terminal.take_console("/dev/pts", console_fd, spec["process"].get("consoleSize"))
     if any(n["type"] == "user" and not n.get("path") for n in wanted):
         _enter_user_namespace(go_fd, report_fd)
     if fifo:

@@ -11,6 +11,9 @@ small contract that containerd, CRI-O and podman all speak:
     minidocker-runc delete [--force] ID
     minidocker-runc exec [--process P.json] [--detach] [--pid-file F] ID [CMD...]
     minidocker-runc pause|resume ID, features, --version
+    minidocker-runc update --resources FILE|- ID          # new limits, while it runs
+    minidocker-runc ps [--format json] ID                 # its processes
+    minidocker-runc events [--stats] [--interval 5s] ID   # cgroup figures, OOM kills
 
 `create` sets everything up and returns, leaving the init blocked on a FIFO
 (`exec.fifo`) in the container's state directory; `start` opens the FIFO and
@@ -31,7 +34,7 @@ import sys
 import time
 
 from lib import cgroups, hooks, host, runtime, security, state
-from lib.bundle import check_config
+from lib.bundle import check_config, check_resources
 from lib.host import MinidockerError
 
 VERSION = "minidocker-runc version 0.1.0\nspec: 1.0.2"
@@ -78,14 +81,14 @@ def _limits(resources: dict) -> dict:
     # (null, zero, tty, ptmx, /dev/pts/*...): engines rely on the runtime for
     # them.  Not the blanket mknod rules: those are `run`'s Docker default.
     rules += [("allow", rule) for rule in security.DEVICES_ALLOWED if not rule.endswith("*:* m")]
-    limit = memory.get("limit") or 0
-    return {"Memory": max(limit, 0), "MemorySwap": memory.get("swap") or 0 if limit > 0 else 0,
-            "CpuQuota": max(cpu.get("quota") or 0, 0), "CpuPeriod": cpu.get("period") or 100000,
+    # -1 is "no limit", as the spec has it; 0 or absent, "leave as it is".
+    return {"Memory": memory.get("limit") or 0, "MemorySwap": memory.get("swap") or 0,
+            "CpuQuota": cpu.get("quota") or 0, "CpuPeriod": cpu.get("period") or 0,
             "CpuShares": cpu.get("shares") or 0, "CpusetMems": cpu.get("mems") or "",
             "MemoryReservation": max(memory.get("reservation") or 0, 0),
             "MemorySwappiness": memory.get("swappiness"), "OomKillDisable": bool(memory.get("disableOOMKiller")),
             "Unified": resources.get("unified") or {},
-            "CpusetCpus": cpu.get("cpus") or "", "PidsLimit": max(pids.get("limit") or 0, 0),
+            "CpusetCpus": cpu.get("cpus") or "", "PidsLimit": pids.get("limit") or 0,
             "DeviceRules": rules}
 
 
@@ -239,7 +242,16 @@ def kill(root: str, cid: str, sig: str, every: bool) -> None:
 
 
 def delete(root: str, cid: str, force: bool) -> None:
-    st = _load(root, cid)
+    try:
+        st = _load(root, cid)
+    except MinidockerError:
+        if not force:
+            raise
+        # As runc: --force deletes what is there, and nothing is no error.  An
+        # engine cleaning up after a failed create calls it that way.
+        with contextlib.suppress(FileNotFoundError):
+            state.remove_tree(_state_dir(root, cid))
+        return
     status = _status(root, st)
     if status in ("running", "paused") and not force:
         raise MinidockerError(f"cannot delete container {cid} that is not stopped: {status}", 1)
@@ -286,6 +298,61 @@ def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
                 f.write(str(result))
         return 0
     return result
+
+
+def update(root: str, cid: str, resources: dict) -> None:
+    """Change a live container's limits: containerd's shim hands over
+    linux.resources (`update --resources -`), as Kubernetes resizes a pod.
+    Devices are set at create only, as under runc: the rules a v1 cgroup
+    would have to be emptied of to be rewritten cover running processes."""
+    st = _load(root, cid)
+    if _status(root, st) == "stopped":
+        raise MinidockerError(f"container {cid} is not running", 1)
+    check_resources(resources, cgroups.unified(), "--resources")
+    cgroups.for_container(st["cgroupsPath"]).update(_limits(resources))
+
+
+def ps(root: str, cid: str, fmt: str, ps_args: list[str]) -> str:
+    """The container's processes: their host PIDs as JSON (what containerd's
+    `ctr task ps` reads), or the host's `ps` table cut to them."""
+    st = _load(root, cid)
+    pids = cgroups.for_container(st["cgroupsPath"]).pids()
+    if fmt == "json":
+        return json.dumps(pids)
+    lines = host.run(["ps", *(ps_args or ["-ef"])], "ps").splitlines()
+    if not lines or "PID" not in lines[0].split():
+        raise MinidockerError("ps: no PID column in its output", 1)
+    column = lines[0].split().index("PID")
+    return "\n".join([lines[0]] + [line for line in lines[1:]
+                                    if len(line.split()) > column and line.split()[column].isdigit()
+                                    and int(line.split()[column]) in pids])
+
+
+def events(root: str, cid: str, once: bool, interval: float) -> None:
+    """runc's event stream: the cgroup's figures every interval, and "oom"
+    when the kernel's OOM killer has struck in it; one figure with --stats.
+    One JSON object a line, as containerd's go-runc reads them."""
+    st = _load(root, cid)
+    if _status(root, st) == "stopped":
+        raise MinidockerError(f"container with id {cid} is not running", 1)
+    cgroup = cgroups.for_container(st["cgroupsPath"])
+
+    def emit(event: dict) -> None:
+        print(json.dumps({**event, "id": cid}), flush=True)
+
+    if once:
+        emit({"type": "stats", "data": cgroup.usage()})
+        return
+    oom_seen, next_stats = False, 0.0
+    with contextlib.suppress(BrokenPipeError):  # the reader has gone: so do we
+        while _status(root, st) != "stopped":
+            if time.monotonic() >= next_stats:
+                emit({"type": "stats", "data": cgroup.usage()})
+                next_stats = time.monotonic() + interval
+            if not oom_seen and cgroup.oom_killed():
+                emit({"type": "oom"})
+                oom_seen = True
+            time.sleep(min(interval, 0.5))
 
 
 def features() -> dict:
@@ -341,8 +408,62 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("id")
     p.add_argument("command", nargs=argparse.REMAINDER)
+    p = verbs.add_parser("update", help="change a running container's limits")
+    p.add_argument("--resources", "-r", help="linux.resources as JSON, from this file or - for stdin")
+    for flag in ("--memory", "--memory-swap", "--memory-reservation"):
+        p.add_argument(flag, help="bytes, or with a k, m or g suffix; -1 for no limit")
+    for flag in ("--cpu-period", "--cpu-quota", "--cpu-share", "--pids-limit"):
+        p.add_argument(flag, type=int)
+    p.add_argument("--cpuset-cpus")
+    p.add_argument("--cpuset-mems")
+    p.add_argument("id")
+    p = verbs.add_parser("ps", help="the container's processes")
+    p.add_argument("--format", "-f", choices=["table", "json"], default="table")
+    p.add_argument("id")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER, help="for ps(1), instead of -ef")
+    p = verbs.add_parser("events", help="cgroup figures and OOM kills, as JSON lines")
+    p.add_argument("--stats", action="store_true", help="one figure, then exit")
+    p.add_argument("--interval", default="5s", help="between figures (Go's form: 5s, 500ms, 1m)")
+    p.add_argument("id")
     verbs.add_parser("features")
     return top
+
+
+def _resources(args: argparse.Namespace) -> dict:
+    """`update`'s linux.resources: from --resources, or built from the flags as runc does."""
+    if args.resources:
+        try:
+            if args.resources == "-":
+                resources = json.load(sys.stdin)
+            else:
+                with open(args.resources) as f:
+                    resources = json.load(f)
+        except (OSError, ValueError) as e:
+            raise MinidockerError(f"--resources: {e}", 1) from None
+        if not isinstance(resources, dict):
+            raise MinidockerError("--resources: must be a JSON object", 1)
+        return resources
+    from lib.spec import parse_bytes
+
+    def size(value: str | None, flag: str) -> int | None:
+        if value is None:
+            return None
+        return -1 if value == "-1" else parse_bytes(value + "b" if value.isdigit() else value, flag)
+
+    memory = {"limit": size(args.memory, "--memory"), "swap": size(args.memory_swap, "--memory-swap"),
+              "reservation": size(args.memory_reservation, "--memory-reservation")}
+    cpu = {"period": args.cpu_period, "quota": args.cpu_quota, "shares": args.cpu_share,
+           "cpus": args.cpuset_cpus, "mems": args.cpuset_mems}
+    return {"memory": memory, "cpu": cpu, "pids": {"limit": args.pids_limit}}
+
+
+def _seconds(duration: str) -> float:
+    import re
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    if not match or float(match[1]) <= 0:
+        raise MinidockerError(f"invalid --interval {duration!r}: a duration such as 5s or 500ms", 1)
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
 def main(argv: list[str]) -> int:
@@ -364,6 +485,12 @@ def main(argv: list[str]) -> int:
         elif args.verb in ("pause", "resume"):
             st = _load(args.root, args.id)
             cgroups.for_container(st["cgroupsPath"]).freeze(args.verb == "pause")
+        elif args.verb == "update":
+            update(args.root, args.id, _resources(args))
+        elif args.verb == "ps":
+            print(ps(args.root, args.id, args.format, args.ps_args))
+        elif args.verb == "events":
+            events(args.root, args.id, args.stats, _seconds(args.interval))
         elif args.verb == "features":
             print(json.dumps(features(), indent=2))
         return 0

@@ -279,7 +279,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
             init.no_more_imports()
             namespaces.join_all(target)
             if console >= 0:
-                terminal.take_console("/dev/pts", console)
+                terminal.take_console("/dev/pts", console, process.get("consoleSize"))
             init.exec_process(process, seccomp_filter, preserve_fds)
         except host.MinidockerError as e:
             with contextlib.suppress(BaseException):

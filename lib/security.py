@@ -90,6 +90,12 @@ def _prctl(option: int, arg: int, arg3: int = 0) -> None:
     host._call("prctl", option, arg, arg3, 0, 0)
 
 
+def load_seccomp(seccomp_filter) -> None:
+    host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # Docker's default profile: an allowlist; "
+                             "mount, unshare, setns, keyctl, bpf, reboot, ... refused")
+    seccomp_filter.load()
+
+
 def drop_to(process: dict, seccomp_filter) -> None:
     """The last steps before execve: no_new_privs, seccomp, user, capabilities.
 
@@ -105,9 +111,7 @@ def drop_to(process: dict, seccomp_filter) -> None:
         host.explain("security", "prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries no longer gain anything")
         _prctl(38, 1)
     if seccomp_filter is not None:
-        host.explain("security", "seccomp(SECCOMP_SET_MODE_FILTER)  # Docker's default profile: an allowlist; "
-                                 "mount, unshare, setns, keyctl, bpf, reboot, ... refused")
-        seccomp_filter.load()
+        load_seccomp(seccomp_filter)
     if caps is not None:
         caps = {k: caps.get(k) or [] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
         host.explain("security", f"setpriv --bounding-set -all,+{',+'.join(c[4:].lower() for c in caps['bounding'])}"

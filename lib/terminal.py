@@ -48,11 +48,13 @@ def preload() -> None:
     import termios  # noqa: F401
 
 
-def take_console(dev_pts: str, sock_fd: int) -> None:
+def take_console(dev_pts: str, sock_fd: int, size: dict | None = None) -> None:
     """In the container: a pty from its own devpts; the master goes to the
     monitor (or engine) over `sock_fd`, the slave becomes our stdio and
-    controlling terminal.  fcntl, socket, struct and termios must have been
-    imported before pivot_root: after it, the host's Python library is gone."""
+    controlling terminal.  `size` is the spec's consoleSize: the command's
+    first look at its window (the engine may resize it later).  fcntl,
+    socket, struct and termios must have been imported before pivot_root:
+    after it, the host's Python library is gone."""
     import fcntl
     import socket
     import struct
@@ -60,9 +62,14 @@ def take_console(dev_pts: str, sock_fd: int) -> None:
 
     from lib import host
 
-    master = os.open(os.path.join(dev_pts, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        master = os.open(os.path.join(dev_pts, "ptmx"), os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise host.MinidockerError("a terminal needs a devpts mount (newinstance) at /dev/pts", 1) from None
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlock the slave
     number = struct.unpack("i", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
+    if size and size.get("height") and size.get("width"):
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size["height"], size["width"], 0, 0))
     slave = os.open(os.path.join(dev_pts, str(number)), os.O_RDWR | os.O_NOCTTY)
     host.explain("exec", f"console: /dev/pts/{number} of the container's own devpts; master sent to the monitor")
     with socket.socket(fileno=sock_fd) as sock:

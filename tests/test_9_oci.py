@@ -8,6 +8,7 @@ import os
 import pty
 import select
 import shutil
+import socket
 import stat
 import subprocess
 import time
@@ -179,6 +180,57 @@ def test_ambient_capabilities_for_a_user(bundle, tmp_path, row):
         dict.fromkeys(("CapAmb", "CapEff", "CapPrm", "CapInh", "CapBnd"), "0000000000000420")
     runc(root, "delete", "--force", "a1")
     row.result = "uid 1000: CapAmb = CapEff = CapPrm = 0x420 after execve"
+
+
+def test_seccomp_comes_last_under_no_new_privs(bundle, tmp_path):
+    """As runc: with noNewPrivileges the filter is loaded just before execve,
+    so a profile that refuses the calls which set up the user and the
+    capabilities (setgroups, setresuid, capset, prctl) still starts a
+    container: they have been made by then.  Loaded before them, it failed
+    its own start."""
+    refused = ["setgroups", "setresgid", "setresuid", "capset", "prctl"]
+
+    def change(spec):
+        spec["process"].update(user={"uid": 1000, "gid": 1000}, args=["sleep", "60"], noNewPrivileges=True)
+        spec["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": [],
+                                    "syscalls": [{"names": refused, "action": "SCMP_ACT_ERRNO"}]}
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "s1")
+    pid = json.loads(runc(root, "state", "s1").stdout)["pid"]
+    runc(root, "start", "s1")
+    assert wait_for(lambda: read(f"/proc/{pid}/comm").strip() == "sleep")
+    status = read(f"/proc/{pid}/status")
+    assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status and "Uid:\t1000" in status
+    runc(root, "delete", "--force", "s1")
+
+
+def test_console_socket_gets_a_pty_of_the_console_size(bundle, tmp_path):
+    """The engine's side of a terminal: a unix socket the runtime sends the
+    pty's master to, and process.consoleSize as the window the command
+    first sees (as runc sets it, before the engine resizes anything)."""
+    def change(spec):
+        spec["process"].update(terminal=True, consoleSize={"height": 40, "width": 132},
+                               args=["sh", "-c", "echo size=$(stty size) $(tty); sleep 60"])
+        spec["mounts"].append({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]})
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(tmp_path / "console.sock"))
+        server.listen(1)
+        runc(root, "create", "--bundle", str(bundle), "--console-socket", str(tmp_path / "console.sock"), "t1")
+        conn, _ = server.accept()
+        with conn:
+            master = socket.recv_fds(conn, 16, 1)[1][0]
+    runc(root, "start", "t1")
+    seen, deadline = b"", time.monotonic() + 10
+    while b"/dev/pts/0" not in seen and time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            seen += os.read(master, 4096)
+    os.close(master)
+    runc(root, "delete", "--force", "t1")
+    assert b"size=40 132 /dev/pts/0" in seen, seen
 
 
 @pytest.mark.row("oci", "no linux.namespaces", "the container shares the runtime's: chroot, not pivot_root")
@@ -377,7 +429,10 @@ def test_null_is_an_absent_field_and_infinity_a_limit(bundle, tmp_path):
     runc(root, "create", "--bundle", str(bundle), "z1")
     pid = json.loads(runc(root, "state", "z1").stdout)["pid"]
     runc(root, "start", "z1")
-    assert wait_for(lambda: os.path.exists(f"/proc/{pid}/root/tmp/out"))  # the command runs
+    # The command runs (if not: what it said, and how its process stands).
+    with contextlib.suppress(AssertionError):
+        wait_for(lambda: os.path.exists(f"/proc/{pid}/root/tmp/out"))
+    assert os.path.exists(f"/proc/{pid}/root/tmp/out"), (read(root + ".stdio"), read(f"/proc/{pid}/status")[:400])
     with open(f"/proc/{pid}/limits") as f:
         assert next(line for line in f if line.startswith("Max core file size")).split()[4:6] == ["unlimited"] * 2
     runc(root, "delete", "--force", "z1")

@@ -78,8 +78,23 @@ class Cgroup:
     def create(self, limits: dict) -> None:
         raise NotImplementedError
 
-    def stats(self) -> dict:
+    def update(self, limits: dict) -> None:
+        """Change the limits of a cgroup that exists: only those given.
+        -1 for Memory, MemorySwap, CpuQuota or PidsLimit means no limit."""
         raise NotImplementedError
+
+    def usage(self) -> dict:
+        """What the kernel counts for the cgroup, in runc's shape (the "data"
+        of `runc events --stats`): cpu, memory and pids."""
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        """The few figures `stats` shows."""
+        used = self.usage()
+        limit = used["memory"]["usage"]["limit"]
+        return {"memory": used["memory"]["usage"]["usage"],
+                "limit": min(limit, host_memory()) if limit else host_memory(),
+                "cpu_ns": used["cpu"]["usage"]["total"], "pids": used["pids"]["current"]}
 
     def oom_killed(self) -> bool:
         raise NotImplementedError

@@ -12,12 +12,14 @@ import contextlib
 import os
 
 from lib import host
-from lib.cgroups import Cgroup, host_memory, make_dirs
+from lib.cgroups import Cgroup, make_dirs
 from lib.security import DEVICES_ALLOWED
 
 # What every container is put in; cpuset only when it is asked for, since a
 # new v1 cpuset starts with no CPUs and must be filled before anyone joins.
 _ALWAYS = ("memory", "cpu", "cpuacct", "pids", "freezer")
+# "No limit" as v1 shows it (PAGE_COUNTER_MAX pages) or larger.
+_UNLIMITED = 1 << 62
 
 
 class Cgroup1(Cgroup):
@@ -39,32 +41,9 @@ class Cgroup1(Cgroup):
         for c in _ALWAYS:
             if c in self.mounts:
                 make_dirs(self._path(c))
-        mem = limits.get("Memory", 0)
-        if mem:
-            host.write(self._path("memory", "memory.limit_in_bytes"), str(mem))
-            # memsw is memory + swap.  Set equal to the limit, swap adds
-            # nothing: the seed's rule, without which an "OOM" just swaps.
-            swap = limits.get("MemorySwap", 0)
-            memsw = self._path("memory", "memory.memsw.limit_in_bytes")
-            if os.path.exists(memsw):
-                host.write(memsw, str(mem if swap == 0 else swap))
-            elif swap == 0:
-                host.write(self._path("memory", "memory.swappiness"), "0")
-        if limits.get("MemoryReservation"):
-            host.write(self._path("memory", "memory.soft_limit_in_bytes"), str(limits["MemoryReservation"]))
-        if limits.get("MemorySwappiness") is not None:
-            host.write(self._path("memory", "memory.swappiness"), str(limits["MemorySwappiness"]))
-        if limits.get("OomKillDisable"):
-            host.write(self._path("memory", "memory.oom_control"), "1")
-        if limits.get("CpuQuota"):
-            host.write(self._path("cpu", "cpu.cfs_period_us"), str(limits["CpuPeriod"]))
-            host.write(self._path("cpu", "cpu.cfs_quota_us"), str(limits["CpuQuota"]))
-        if limits.get("CpuShares"):
-            host.write(self._path("cpu", "cpu.shares"), str(limits["CpuShares"]))
-        if limits.get("PidsLimit") and "pids" in self.mounts:
-            host.write(self._path("pids", "pids.max"), str(limits["PidsLimit"]))
-        if (limits.get("CpusetCpus") or limits.get("CpusetMems")) and "cpuset" in self.mounts:
-            self._create_cpuset(limits.get("CpusetCpus", ""), limits.get("CpusetMems", ""))
+        # Memory without a swap figure means no swap: the seed's rule,
+        # without which an "OOM" just swaps.
+        self.update({**limits, "MemorySwap": limits.get("MemorySwap") or limits.get("Memory", 0)})
         if "devices" in self.mounts:
             make_dirs(self._path("devices"))
             if not limits.get("Privileged"):
@@ -73,6 +52,50 @@ class Cgroup1(Cgroup):
                 host.write(self._path("devices", "devices.deny"), "a")
                 for rule in limits.get("DeviceRules") or [("allow", r) for r in DEVICES_ALLOWED]:
                     host.write(self._path("devices", f"devices.{rule[0]}"), rule[1])
+
+    def update(self, limits: dict) -> None:
+        if limits.get("Memory") or limits.get("MemorySwap"):
+            self._set_memory(limits.get("Memory", 0), limits.get("MemorySwap", 0))
+        if limits.get("MemoryReservation"):
+            host.write(self._path("memory", "memory.soft_limit_in_bytes"), str(limits["MemoryReservation"]))
+        if limits.get("MemorySwappiness") is not None:
+            host.write(self._path("memory", "memory.swappiness"), str(limits["MemorySwappiness"]))
+        if limits.get("OomKillDisable"):
+            host.write(self._path("memory", "memory.oom_control"), "1")
+        if limits.get("CpuPeriod"):
+            host.write(self._path("cpu", "cpu.cfs_period_us"), str(limits["CpuPeriod"]))
+        if limits.get("CpuQuota"):
+            host.write(self._path("cpu", "cpu.cfs_quota_us"), str(max(limits["CpuQuota"], -1)))
+        if limits.get("CpuShares"):
+            host.write(self._path("cpu", "cpu.shares"), str(limits["CpuShares"]))
+        if limits.get("PidsLimit") and "pids" in self.mounts:
+            host.write(self._path("pids", "pids.max"), str(limits["PidsLimit"]) if limits["PidsLimit"] > 0 else "max")
+        if (limits.get("CpusetCpus") or limits.get("CpusetMems")) and "cpuset" in self.mounts:
+            self._create_cpuset(limits.get("CpusetCpus", ""), limits.get("CpusetMems", ""))
+
+    def _set_memory(self, memory: int, swap: int) -> None:
+        """memory (-1: unlimited), and swap as memory + swap (Docker's
+        --memory-swap; equal to memory: none; 0: as it was)."""
+        limit = self._path("memory", "memory.limit_in_bytes")
+        memsw = self._path("memory", "memory.memsw.limit_in_bytes")
+        if not os.path.exists(memsw):  # swap accounting off (the kernel's default): no swap is all we can ask
+            if memory:
+                host.write(limit, str(max(memory, -1)))
+            if memory and swap == memory:
+                host.write(self._path("memory", "memory.swappiness"), "0")
+            return
+        old_memory, old_total = int(host.read(limit)), int(host.read(memsw))
+        new_memory = old_memory if not memory else _UNLIMITED if memory < 0 else memory
+        if swap:  # with no memory limit, no swap limit either (as on v2)
+            new_total = _UNLIMITED if swap < 0 or new_memory >= _UNLIMITED else swap
+        else:  # as it was: none stays none, and memory + swap grows with memory
+            new_total = new_memory if old_total == old_memory else max(old_total, new_memory)
+        # The kernel keeps memory <= memory + swap at every write (EINVAL):
+        # raise the total first when the old memory would not fit under it.
+        order = [(memsw, new_total), (limit, new_memory)] if new_total >= old_memory else \
+            [(limit, new_memory), (memsw, new_total)]
+        for path, value in order:
+            host.write(path, "-1" if value >= _UNLIMITED else str(value))
 
     def _create_cpuset(self, cpus: str, mems: str) -> None:
         top = self.mounts["cpuset"]
@@ -87,17 +110,37 @@ class Cgroup1(Cgroup):
             if value:
                 host.write(os.path.join(path, file), value)
 
-    def stats(self) -> dict:
+    def usage(self) -> dict:
         def number(controller: str, file: str) -> int:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 return int(host.read(self._path(controller, file)))
-            return 0
+            return 0  # not there, or "max"
 
-        limit = number("memory", "memory.limit_in_bytes")
-        return {"memory": number("memory", "memory.usage_in_bytes"),
-                "limit": min(limit, host_memory()) if limit else host_memory(),
-                "cpu_ns": number("cpuacct", "cpuacct.usage"),
-                "pids": number("pids", "pids.current")}
+        def keyed(controller: str, file: str) -> dict[str, int]:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                return {k: int(v) for k, v in (line.split() for line in host.read(self._path(controller, file))
+                                               .splitlines())}
+            return {}
+
+        def entry(prefix: str) -> dict:
+            return {key: number("memory", f"{prefix}.{file}") for key, file in
+                    (("limit", "limit_in_bytes"), ("usage", "usage_in_bytes"), ("max", "max_usage_in_bytes"),
+                     ("failcnt", "failcnt"))}
+
+        raw, ticks = keyed("memory", "memory.stat"), keyed("cpuacct", "cpuacct.stat")
+        throttle = keyed("cpu", "cpu.stat")
+        percpu: list[int] = []
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            percpu = [int(n) for n in host.read(self._path("cpuacct", "cpuacct.usage_percpu")).split()]
+        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")  # cpuacct.stat counts in USER_HZ ticks
+        return {"cpu": {"usage": {"total": number("cpuacct", "cpuacct.usage"), "percpu": percpu,
+                                  "kernel": ticks.get("system", 0) * tick_ns, "user": ticks.get("user", 0) * tick_ns},
+                        "throttling": {"periods": throttle.get("nr_periods", 0),
+                                       "throttledPeriods": throttle.get("nr_throttled", 0),
+                                       "throttledTime": throttle.get("throttled_time", 0)}},
+                "memory": {"usage": entry("memory"), "swap": entry("memory.memsw"),
+                           "cache": raw.get("total_cache", raw.get("cache", 0)), "raw": raw},
+                "pids": {"current": number("pids", "pids.current"), "limit": number("pids", "pids.max")}}
 
     def oom_killed(self) -> bool:
         with contextlib.suppress(OSError):

@@ -13,9 +13,10 @@ import contextlib
 import os
 
 from lib import host
-from lib.cgroups import Cgroup, host_memory, make_dirs
+from lib.cgroups import Cgroup, make_dirs
 
 _CONTROLLERS = ("memory", "cpu", "pids", "cpuset")
+_UNLIMITED = (1 << 64) - 1  # "max", as runc reports it
 
 
 class Cgroup2(Cgroup):
@@ -45,15 +46,25 @@ class Cgroup2(Cgroup):
 
     def create(self, limits: dict) -> None:
         self._make_path()
-        mem = limits.get("Memory", 0)
+        # Memory without a swap figure means no swap, as on v1 (v1.py).
+        self.update({**limits, "MemorySwap": limits.get("MemorySwap") or limits.get("Memory", 0)})
+
+    def update(self, limits: dict) -> None:
+        mem, swap = limits.get("Memory", 0), limits.get("MemorySwap", 0)
         if mem:
-            host.write(self._path("memory.max"), str(mem))
-            # memory.swap.max is swap alone (v1's memsw was memory + swap).
-            swap = limits.get("MemorySwap", 0)
-            host.write(self._path("memory.swap.max"),
-                       "max" if swap == -1 else str(max(swap - mem, 0) if swap else 0))
-        if limits.get("CpuQuota"):
-            host.write(self._path("cpu.max"), f"{limits['CpuQuota']} {limits['CpuPeriod']}")
+            host.write(self._path("memory.max"), "max" if mem < 0 else str(mem))
+        if swap:
+            # memory.swap.max is swap alone (v1's memsw, and Docker's
+            # --memory-swap, are memory + swap).
+            if not mem:
+                current = host.read(self._path("memory.max")).strip()
+                mem = -1 if current == "max" else int(current)
+            host.write(self._path("memory.swap.max"), "max" if swap < 0 or mem < 0 else str(max(swap - mem, 0)))
+        quota, period = limits.get("CpuQuota", 0), limits.get("CpuPeriod", 0)
+        if quota or period:  # cpu.max is both, "QUOTA PERIOD": what is not given stays
+            old_quota, old_period = host.read(self._path("cpu.max")).split()
+            host.write(self._path("cpu.max"),
+                       f"{('max' if quota < 0 else quota) if quota else old_quota} {period or old_period}")
         if limits.get("CpuShares"):
             # v1's shares (2..262144, 1024 the default) on v2's weight scale
             # (1..10000, 100 the default), by runc's formula, so an engine's
@@ -61,7 +72,7 @@ class Cgroup2(Cgroup):
             shares = min(max(limits["CpuShares"], 2), 262144)  # v1 clamps to this range too
             host.write(self._path("cpu.weight"), str(1 + (shares - 2) * 9999 // 262142))
         if limits.get("PidsLimit"):
-            host.write(self._path("pids.max"), str(limits["PidsLimit"]))
+            host.write(self._path("pids.max"), str(limits["PidsLimit"]) if limits["PidsLimit"] > 0 else "max")
         if limits.get("MemoryReservation"):
             host.write(self._path("memory.low"), str(limits["MemoryReservation"]))
         if limits.get("CpusetCpus"):
@@ -73,27 +84,35 @@ class Cgroup2(Cgroup):
         for file, value in (limits.get("Unified") or {}).items():
             host.write(self._path(file), value)
 
-    def _keyed(self, file: str, key: str) -> int:
-        with contextlib.suppress(OSError):
-            for line in host.read(self._path(file)).splitlines():
-                k, _, value = line.partition(" ")
-                if k == key:
-                    return int(value)
-        return 0
+    def _keyed(self, file: str) -> dict[str, int]:
+        with contextlib.suppress(OSError, ValueError):
+            return {k: int(v) for k, v in (line.split() for line in host.read(self._path(file)).splitlines())}
+        return {}
 
-    def stats(self) -> dict:
+    def usage(self) -> dict:
         def number(file: str) -> int:
             with contextlib.suppress(OSError, ValueError):
                 return int(host.read(self._path(file)))
-            return 0
+            return _UNLIMITED if file.endswith(".max") and os.path.exists(self._path(file)) else 0
 
-        return {"memory": number("memory.current"),
-                "limit": number("memory.max") or host_memory(),
-                "cpu_ns": self._keyed("cpu.stat", "usage_usec") * 1000,
-                "pids": number("pids.current")}
+        memory, swap, events = number("memory.current"), number("memory.swap.current"), self._keyed("memory.events")
+        raw, cpu = self._keyed("memory.stat"), self._keyed("cpu.stat")
+        pids_limit = number("pids.max")
+        # As runc reports v2: swap as memory + swap, the figure v1's memsw gives.
+        return {"cpu": {"usage": {"total": cpu.get("usage_usec", 0) * 1000, "percpu": [],
+                                  "kernel": cpu.get("system_usec", 0) * 1000, "user": cpu.get("user_usec", 0) * 1000},
+                        "throttling": {"periods": cpu.get("nr_periods", 0),
+                                       "throttledPeriods": cpu.get("nr_throttled", 0),
+                                       "throttledTime": cpu.get("throttled_usec", 0) * 1000}},
+                "memory": {"usage": {"limit": number("memory.max"), "usage": memory, "max": number("memory.peak"),
+                                     "failcnt": events.get("max", 0)},
+                           "swap": {"limit": min(number("memory.max") + number("memory.swap.max"), _UNLIMITED),
+                                    "usage": memory + swap, "max": 0, "failcnt": 0},
+                           "cache": raw.get("file", 0), "raw": raw},
+                "pids": {"current": number("pids.current"), "limit": 0 if pids_limit == _UNLIMITED else pids_limit}}
 
     def oom_killed(self) -> bool:
-        return self._keyed("memory.events", "oom_kill") > 0
+        return self._keyed("memory.events").get("oom_kill", 0) > 0
 
     def _kill_all(self, d: str) -> None:
         kill = os.path.join(d, "cgroup.kill")  # Linux 5.14: one write kills all
@@ -108,4 +127,4 @@ class Cgroup2(Cgroup):
         host.write(self._path("cgroup.freeze"), "1" if frozen else "0")
 
     def frozen(self) -> bool:
-        return self._keyed("cgroup.events", "frozen") == 1
+        return self._keyed("cgroup.events").get("frozen") == 1
