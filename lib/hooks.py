@@ -8,21 +8,25 @@ spec fixes when each kind runs, and where:
 
     createRuntime, prestart  during create, before pivot_root   the runtime's namespaces
     createContainer          during create, before pivot_root   the container's
+    startContainer           at start, just before the command  the container's init, after pivot_root
     poststart                after the command started          the runtime's
     poststop                 after the container is deleted     the runtime's
 
 A failing hook before the command runs fails the operation; a failing
 poststart or poststop hook is only a warning, as the container already ran.
-startContainer hooks are refused (bundle.py): runc runs them in the
-container's init, after pivot_root, and the file is the image's; run from
-here they would run outside the container's pid namespace and cgroup, with
-every capability, which is a way out for a hostile image.
+A startContainer hook's path is a file of the container's root: it is run
+by the init itself (run_in_init), inside every namespace and the cgroup,
+never by the runtime from outside, where an image's file would run
+unconfined.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+import time  # now: the init needs it after pivot_root, when no module file can be found
 
 from lib import host, namespaces
 from lib.host import MinidockerError
@@ -66,3 +70,38 @@ def run(all_hooks: dict, kind: str, st: dict, status: str, inside: int = 0, fata
             if fatal:
                 raise MinidockerError(message, 1)
             print(f"minidocker-runc: warning: {message}", file=sys.stderr)
+
+
+def run_in_init(hooks: list[dict], state: dict) -> None:
+    """startContainer: the init, after `start` and before its execve, runs
+    each hook as its child, in the container.  After pivot_root nothing can
+    be imported: fork, execve and a pipe for the state, from `os` alone."""
+    for hook in hooks:
+        path = hook["path"]
+        if host.explaining():  # quote() needs shlex, which the init imports only then
+            host.explain("hooks", f"startContainer: {host.quote(hook.get('args') or [path])}  # in the container")
+        stdin_r, stdin_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(stdin_r, 0)
+                os.execve(path, hook.get("args") or [path],
+                          dict(e.split("=", 1) for e in hook.get("env") or [] if "=" in e))
+            finally:
+                os._exit(127)
+        os.close(stdin_r)
+        with contextlib.suppress(BrokenPipeError):  # a hook need not read it
+            os.write(stdin_w, json.dumps({**state, "pid": os.getpid()}).encode())
+        os.close(stdin_w)
+        deadline = time.monotonic() + (hook.get("timeout") or 1e9)
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise MinidockerError(f"startContainer hook {path}: still running after its timeout of "
+                                  f"{hook['timeout']} s", 1)
+        if done[1] != 0:
+            code = os.waitstatus_to_exitcode(done[1])
+            raise MinidockerError(f"startContainer hook {path}: exit {code}" if code != 127 else
+                                  f"startContainer hook {path}: not found in the container, or not executable", 1)

@@ -20,10 +20,11 @@ the command itself is PID 1:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource  # a small C module; imported now, since after pivot_root it cannot be found
 
-from lib import host, namespaces, rootfs, seccomp, security, terminal, users
+from lib import hooks, host, namespaces, rootfs, seccomp, security, terminal, users
 
 # The namespaces the init can make or join, as the OCI spec names them.
 KINDS = {"mount": (0x20000, "NEWNS", "--mount"), "uts": (0x4000000, "NEWUTS", "--uts"),
@@ -257,7 +258,8 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     for path, value in sysctls:
         host.write(path, value, step="namespaces")
     for name in ("hostname", "domainname"):
-        if spec.get(name) and any(n["type"] == "uts" and not n.get("path") for n in wanted):
+        # In a joined uts namespace too, as runc does: the bundle names it (bundle.py checks there is one).
+        if spec.get(name) and any(n["type"] == "uts" for n in wanted):
             host.write(f"/proc/sys/kernel/{name}", spec[name], step="namespaces")
     security.mask_paths(spec["linux"].get("maskedPaths", []), spec["linux"].get("readonlyPaths", []))
     if spec["root"].get("readonly"):
@@ -274,6 +276,8 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
     elif os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
     try:
+        if (spec.get("hooks") or {}).get("startContainer"):
+            hooks.run_in_init(spec["hooks"]["startContainer"], json.loads(annotations["org.minidocker.state"]))
         exec_process(spec["process"], seccomp_filter, int(annotations.get("org.minidocker.preserve-fds", 0)))
     except host.MinidockerError as e:
         with contextlib.suppress(OSError):

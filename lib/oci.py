@@ -128,6 +128,10 @@ def create(root: str, cid: str, bundle: str, pid_file: str, console_socket: str,
     spec["annotations"]["org.minidocker.preserve-fds"] = str(preserve_fds)
     if any((spec.get("hooks") or {}).get(kind) for kind in hooks.BEFORE_PIVOT):
         spec["annotations"]["org.minidocker.hooks"] = "1"
+    if (spec.get("hooks") or {}).get("startContainer"):  # the init runs these, and tells them this
+        spec["annotations"]["org.minidocker.state"] = json.dumps(
+            {"ociVersion": OCI_VERSION, "id": cid, "status": "created", "bundle": os.path.abspath(bundle),
+             "annotations": own})
     if spec.get("process", {}).get("terminal") and not console_socket:
         raise MinidockerError("a terminal needs --console-socket", 1)
     cgroup = cgroups.for_container(linux.get("cgroupsPath") or f"{cgroups.OCI_PARENT}/{cid}")
@@ -357,7 +361,7 @@ def events(root: str, cid: str, once: bool, interval: float) -> None:
 
 def features() -> dict:
     return {"ociVersionMin": "1.0.0", "ociVersionMax": OCI_VERSION,
-            "hooks": ["prestart", "createRuntime", "createContainer", "poststart", "poststop"],
+            "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
             "mountOptions": ["ro", "rw", "nosuid", "nodev", "noexec", "bind", "rbind", "private", "rprivate",
                              "slave", "rslave", "shared", "rshared", "strictatime", "relatime", "noatime"],
             "linux": {"namespaces": ["pid", "mount", "uts", "ipc", "network", "cgroup"],

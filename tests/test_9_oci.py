@@ -205,6 +205,31 @@ def test_seccomp_comes_last_under_no_new_privs(bundle, tmp_path):
     runc(root, "delete", "--force", "s1")
 
 
+def test_hostname_in_a_joined_uts_namespace(bundle, tmp_path):
+    """A bundle that joins a uts namespace by path and names a hostname: the
+    joined namespace gets it, as under runc (it was dropped in silence)."""
+    holder = subprocess.Popen(["unshare", "--uts", "sleep", "600"])
+    try:
+        uts = f"/proc/{holder.pid}/ns/uts"
+        wait_for(lambda: os.readlink(uts) != os.readlink("/proc/self/ns/uts"))
+
+        def change(spec):
+            spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "uts"] + \
+                [{"type": "uts", "path": uts}]
+            spec["hostname"] = "joined"
+        edit(bundle, change)
+        root = str(tmp_path / "state")
+        runc(root, "create", "--bundle", str(bundle), "u1")
+        pid = json.loads(runc(root, "state", "u1").stdout)["pid"]
+        assert os.readlink(f"/proc/{pid}/ns/uts") == os.readlink(uts)
+        named = subprocess.run(["nsenter", f"--uts={uts}", "hostname"], capture_output=True, text=True, check=True)
+        assert named.stdout == "joined\n"
+        runc(root, "delete", "--force", "u1")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_console_socket_gets_a_pty_of_the_console_size(bundle, tmp_path):
     """The engine's side of a terminal: a unix socket the runtime sends the
     pty's master to, and process.consoleSize as the window the command
@@ -352,10 +377,14 @@ def test_hooks_run_in_order_with_the_state(bundle, tmp_path, row):
 
     record = 'read -r state; echo "$KIND $state" >> "$LOG"'
     def change(spec):
-        spec["process"]["args"] = ["sleep", "60"]
+        # The command copies what the startContainer hook left in the container's own /tmp:
+        # the hook ran in there, and before it.
+        spec["process"]["args"] = ["sh", "-c", "cat /tmp/start.log > /tmp/seen; exec sleep 60"]
         spec["hooks"] = {
             "createRuntime": [hook("createRuntime", record)],
             "createContainer": [hook("createContainer", record + '; readlink /proc/self/ns/mnt >> "$LOG"')],
+            "startContainer": [hook("startContainer", 'read -r state; echo "$KIND $state" > /tmp/start.log; '
+                                                      "readlink /proc/self/ns/mnt >> /tmp/start.log")],
             "poststart": [hook("poststart", record)],
             "poststop": [hook("poststop", record)]}
     edit(bundle, change)
@@ -366,6 +395,11 @@ def test_hooks_run_in_order_with_the_state(bundle, tmp_path, row):
     assert [line.split()[0] for line in lines[:2]] == ["createRuntime", "createContainer"]
     assert lines[2] == os.readlink(f"/proc/{pid}/ns/mnt")  # createContainer ran in the container's mounts
     runc(root, "start", "h1")
+    seen = wait_for(lambda: read(f"/proc/{pid}/root/tmp/seen")).splitlines()
+    assert seen[1] == os.readlink(f"/proc/{pid}/ns/mnt")  # in the container, after pivot_root
+    kind, start_state = seen[0].split(" ", 1)
+    assert kind == "startContainer" and json.loads(start_state) == {
+        "ociVersion": "1.0.2", "id": "h1", "status": "created", "pid": 1, "bundle": str(bundle), "annotations": {}}
     runc(root, "delete", "--force", "h1")
     states = [(line.split()[0], json.loads(line.split(" ", 1)[1])) for line in log.read_text().splitlines()
               if line.startswith(("create", "post"))]
@@ -373,7 +407,7 @@ def test_hooks_run_in_order_with_the_state(bundle, tmp_path, row):
         ("createRuntime", "creating"), ("createContainer", "creating"), ("poststart", "running"),
         ("poststop", "stopped")]
     assert all(st["id"] == "h1" and st["pid"] == pid and st["bundle"] == str(bundle) for _, st in states)
-    row.result = "createRuntime, createContainer, poststart, poststop; state on stdin"
+    row.result = "createRuntime, createContainer, startContainer (inside), poststart, poststop; state on stdin"
 
 
 def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path):
@@ -384,6 +418,24 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path):
     assert done.returncode == 1 and done.stderr == "minidocker-runc: createRuntime hook /bin/sh: exit 3: no GPU here\n"
     assert not os.path.exists(os.path.join(root, "h2"))
     assert cgroup_paths(f"mdt-runc-{os.getpid()}/c1") == []
+
+
+def test_a_failing_start_hook_stops_the_command(bundle, tmp_path):
+    (tmp_path / "out").mkdir()
+
+    def change(spec):
+        spec["process"]["args"] = ["touch", "/out/ran"]
+        spec["mounts"].append({"destination": "/out", "type": "bind", "source": str(tmp_path / "out"),
+                               "options": ["rbind"]})
+        spec["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]}
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "h3")
+    runc(root, "start", "h3")
+    wait_for(lambda: json.loads(runc(root, "state", "h3").stdout)["status"] == "stopped")
+    assert not os.path.exists(tmp_path / "out" / "ran")
+    assert read(root + ".stdio") == "minidocker-runc: startContainer hook /bin/sh: exit 3\n"
+    runc(root, "delete", "h3")
 
 
 BROKEN = {
@@ -406,7 +458,6 @@ BROKEN = {
     "linux.resources.memory.kernel": lambda s: s["linux"]["resources"]["memory"].update(kernel=1 << 30),
     "linux.resources.unified": lambda s: s["linux"]["resources"].update(unified={"../../escape": "1"}),
     "ociVersion": lambda s: s.update(ociVersion="invalid"),
-    "hooks.startContainer": lambda s: s.update(hooks={"startContainer": [{"path": "/bin/true"}]}),
     "linux.resources.unified ": lambda s: s["linux"]["resources"].update(unified={"cgroup.procs": "1"}),
     "linux.namespaces[4]": lambda s: s["linux"]["namespaces"][4].update(path="/proc/1/ns/mnt"),
     "process.user.uid ": lambda s: s["process"]["user"].update(uid=1 << 32),
