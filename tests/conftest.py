@@ -78,6 +78,19 @@ def read(path: str) -> str:
         return ""
 
 
+def command_lines() -> dict[int, str]:
+    """Every process's command line, NUL-separated, by PID (procps's pgrep
+    and pkill are not on a minimal machine)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline") as f:
+                found[int(pid)] = f.read()
+        except OSError:
+            continue  # gone meanwhile
+    return found
+
+
 def cgroup_hierarchies() -> dict[str, str]:
     """The mount point of every cgroup hierarchy, each v1 controller's and v2's,
     with its name as /proc/PID/cgroup shows it ("memory", "name=systemd"; "" for v2).

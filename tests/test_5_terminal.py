@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import MINIDOCKER, md, wait_for
+from conftest import MINIDOCKER, command_lines, md, wait_for
 
 pytestmark = [pytest.mark.order(5), pytest.mark.cgroupv2,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (apt-get install tmux)")]
@@ -130,18 +130,6 @@ def status(ref: str) -> str:
     return md("inspect", "-f", "{{.State.Status}}", ref).stdout.strip()
 
 
-def cmdlines() -> list[str]:
-    """Every process's command line, NUL-separated (procps's pgrep is not on a minimal machine)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline") as f:
-                found.append(f.read())
-        except OSError:
-            continue  # gone meanwhile
-    return found
-
-
 def wait_for_prompts(pane: Pane, count: int) -> str:
     """The host shell's prompt shown `count` times: it is back, and reads our keys."""
     return wait_for(lambda: pane.screen() if pane.screen().count("host$") >= count else "", timeout=120)
@@ -189,7 +177,7 @@ def test_closing_the_terminal_leaves_it_running(pane):
     pane.type(f"{MINIDOCKER_CMD} run -it --name mdt-hangup --network none busybox sh")
     pane.wait_for("/ #")
     pane.close()  # the terminal goes: the client gets SIGHUP
-    wait_for(lambda: not any("run\0-it\0--name\0mdt-hangup" in cmdline for cmdline in cmdlines()), timeout=30)
+    wait_for(lambda: not any("run\0-it\0--name\0mdt-hangup" in c for c in command_lines().values()), timeout=30)
     assert status("mdt-hangup") == "running"
     assert md("exec", "mdt-hangup", "echo", "alive").stdout == "alive\n"
 

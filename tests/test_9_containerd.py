@@ -24,7 +24,7 @@ import termios
 import time
 
 import pytest
-from conftest import SANDBOX, TOP, cgroup_limits, cgroup_paths, md, read, wait_for
+from conftest import SANDBOX, TOP, cgroup_limits, cgroup_paths, command_lines, md, read, wait_for
 
 pytestmark = pytest.mark.order(9)
 
@@ -113,7 +113,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         log.close()
         # A shim outlives its daemon on purpose (it keeps its container):
         # ours go too, and with the last of them the mount namespace.
-        subprocess.run(["pkill", "-KILL", "-f", f"containerd-shim-runc-v2 -namespace {NAMESPACE} "], check=False)
+        for pid, cmdline in command_lines().items():
+            if cmdline.split("\0")[1:3] == ["-namespace", NAMESPACE] and "containerd-shim" in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for d in cgroup_paths(NAMESPACE):
             with contextlib.suppress(OSError):
                 os.rmdir(d)
