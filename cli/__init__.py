@@ -9,8 +9,9 @@ import argparse
 import os
 import sys
 
-from cli.common import Formatter, Parser
+from cli.common import Parser
 from lib import state
+from lib.cmdline import Formatter
 from lib.host import MinidockerError
 
 # One table of verbs: name, the module that has it, help.  Only that module

@@ -2,7 +2,6 @@
 durations and sizes, and one parser class with Docker's answer to a bad flag."""
 
 import argparse
-import os
 import sys
 
 from lib import state
@@ -79,18 +78,6 @@ def each(refs: list[str], action, show: bool = True) -> int:
             print(f"minidocker: {e}", file=sys.stderr)
             failed = 1
     return failed
-
-
-class Formatter(argparse.HelpFormatter):
-    """argparse imports `shutil` (3 ms) to learn the terminal's width for help
-    text, even when no help is printed; os knows the width too."""
-
-    def __init__(self, prog: str) -> None:
-        try:
-            width = os.get_terminal_size().columns - 2
-        except OSError:
-            width = 78
-        super().__init__(prog, width=width)
 
 
 class Parser(argparse.ArgumentParser):

@@ -594,9 +594,14 @@ def exited(cid: str) -> None:
     from lib import monitor
 
     code = monitor.exit_code(cid)
-    if code is None:  # `create` failed: the start that asked for it cleans up
+    if code is None:  # `create` failed, or `stop` recorded the end: the one that did cleans up
         return
     with contextlib.suppress(MinidockerError):
+        # conmon, our parent, waits for us; a start since (after a `stop`
+        # that recorded the end itself) has a conmon of its own, and its
+        # runtime state is not ours to forget.
+        if _private(load(cid))["MonitorPid"] != os.getppid():
+            return
         rec = _finish(cid, code, auto_remove=False, restart=True)
         if rec is None:  # a start that failed, and recorded why itself
             monitor.forget(cid)
@@ -728,13 +733,27 @@ def _wait_pid(pid: int, timeout: float, start: int | None = None) -> bool:
 
 
 def _wait_recorded(cid: str, timeout: float = 10.0) -> dict:
-    """Wait until the monitor has recorded the exit (or reap it ourselves)."""
+    """Wait until the monitor has recorded the exit (or reap it ourselves).
+
+    conmon writes the exit code to a file as soon as it has reaped PID 1,
+    then starts its exit command, a second interpreter (tens of ms), to
+    record it and apply the restart policy.  After `stop`, `kill` or `rm -f`
+    there is no policy to apply, so the file is enough: we record the end
+    ourselves.  A --rm container's removal stays the exit command's, which
+    waits for an attached client to read the exit code first."""
+    from lib import monitor
+
     deadline = time.monotonic() + timeout
     while True:
         rec = refresh(load(cid))
         if not running(rec) or time.monotonic() > deadline:
             return rec
-        time.sleep(0.01)
+        if _private(rec)["StopRequested"] and not rec["HostConfig"]["AutoRemove"] \
+                and (code := monitor.exit_code(cid)) is not None:
+            ended = _finish(cid, code, auto_remove=False) or load(cid)
+            monitor.forget(cid)  # the exit command, finding no exit file, leaves it all to us
+            return ended
+        time.sleep(0.005)
 
 
 def _mark_stopping(cid: str) -> None:
@@ -848,6 +867,6 @@ def exec_(ref: str, command: list[str], env: list[str], workdir: str, interactiv
     oci = state.read_json(os.path.join(state.container_dir(rec["Id"]), "config.json"))
     process = {**oci["process"], "args": command, "env": _merge_env(rec["Config"]["Env"], env),
                "cwd": workdir or rec["Config"]["WorkingDir"]}
-    procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(_private(rec)["Cgroup"]).dirs()]
-    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), procs,
+    dirs = cgroups.for_container(_private(rec)["Cgroup"]).dirs()
+    return runtime.exec_in(rec["State"]["Pid"], process, oci["linux"].get("seccomp"), dirs,
                            runtime.PIPE if interactive else runtime.NULL, runtime.CONSOLE if tty else runtime.PIPE)

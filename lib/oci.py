@@ -35,6 +35,7 @@ import time
 
 from lib import cgroups, hooks, host, runtime, security, state
 from lib.bundle import check_config, check_resources
+from lib.cmdline import Formatter
 from lib.host import MinidockerError
 
 VERSION = "minidocker-runc version 0.1.0\nspec: 1.0.2"
@@ -291,8 +292,8 @@ def exec_process(root: str, cid: str, args: argparse.Namespace) -> int:
         process["env"] = process.get("env", []) + args.env
     if process.get("terminal") and not args.console_socket:
         raise MinidockerError("a terminal needs --console-socket", 1)
-    procs = [os.path.join(d, "cgroup.procs") for d in cgroups.for_container(st["cgroupsPath"]).dirs()]
-    result = runtime.exec_in(st["pid"], process, spec.get("linux", {}).get("seccomp"), procs, runtime.INHERIT,
+    dirs = cgroups.for_container(st["cgroupsPath"]).dirs()
+    result = runtime.exec_in(st["pid"], process, spec.get("linux", {}).get("seccomp"), dirs, runtime.INHERIT,
                              runtime.INHERIT,
                              detach=args.detach, console_socket=args.console_socket if process.get("terminal") else "",
                              preserve_fds=args.preserve_fds)
@@ -374,17 +375,7 @@ def features() -> dict:
                                                 "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"]}}}
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="minidocker-runc", description=__doc__.splitlines()[0],
-                                  formatter_class=argparse.RawTextHelpFormatter)
-    top.add_argument("--root", default="/run/minidocker-runc", help="where container state lives")
-    top.add_argument("--log", help="write errors here too")
-    top.add_argument("--log-format", choices=["text", "json"], default="text")
-    top.add_argument("--debug", action="store_true")
-    top.add_argument("--systemd-cgroup", action="store_true", help="accepted; cgroups are managed as cgroupfs")
-    top.add_argument("--version", "-v", action="version", version=VERSION)
-    verbs = top.add_subparsers(dest="verb", required=True)
-    p = verbs.add_parser("create")
+def _create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", "-b", default=".")
     p.add_argument("--pid-file")
     p.add_argument("--console-socket")
@@ -392,16 +383,24 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument(flag, action="store_true")
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("id")
-    for name in ("start", "state", "pause", "resume"):
-        verbs.add_parser(name).add_argument("id")
-    p = verbs.add_parser("kill")
+
+
+def _id_only(p: argparse.ArgumentParser) -> None:
+    p.add_argument("id")
+
+
+def _kill_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", "-a", action="store_true")
     p.add_argument("id")
     p.add_argument("signal", nargs="?", default="SIGTERM")
-    p = verbs.add_parser("delete")
+
+
+def _delete_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", "-f", action="store_true")
     p.add_argument("id")
-    p = verbs.add_parser("exec")
+
+
+def _exec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--process", "-p")
     p.add_argument("--pid-file")
     p.add_argument("--detach", "-d", action="store_true")
@@ -412,7 +411,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("id")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p = verbs.add_parser("update", help="change a running container's limits")
+
+
+def _update_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resources", "-r", help="linux.resources as JSON, from this file or - for stdin")
     for flag in ("--memory", "--memory-swap", "--memory-reservation"):
         p.add_argument(flag, help="bytes, or with a k, m or g suffix; -1 for no limit")
@@ -421,16 +422,64 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpuset-cpus")
     p.add_argument("--cpuset-mems")
     p.add_argument("id")
-    p = verbs.add_parser("ps", help="the container's processes")
+
+
+def _ps_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", "-f", choices=["table", "json"], default="table")
     p.add_argument("id")
     p.add_argument("ps_args", nargs=argparse.REMAINDER, help="for ps(1), instead of -ef")
-    p = verbs.add_parser("events", help="cgroup figures and OOM kills, as JSON lines")
+
+
+def _events_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", action="store_true", help="one figure, then exit")
     p.add_argument("--interval", default="5s", help="between figures (Go's form: 5s, 500ms, 1m)")
     p.add_argument("id")
-    verbs.add_parser("features")
+
+
+# Each verb: its help, and what adds its arguments.
+VERBS = {"create": ("set a container up from a bundle; it waits for start", _create_flags),
+         "start": ("run the created container's command", _id_only),
+         "state": ("the container's state, as JSON", _id_only),
+         "pause": ("freeze every process of the container", _id_only),
+         "resume": ("thaw them", _id_only),
+         "kill": ("signal the container's init (--all: every process)", _kill_flags),
+         "delete": ("remove a stopped container (--force: any)", _delete_flags),
+         "exec": ("run another process in the container", _exec_flags),
+         "update": ("change a running container's limits", _update_flags),
+         "ps": ("the container's processes", _ps_flags),
+         "events": ("cgroup figures and OOM kills, as JSON lines", _events_flags),
+         "features": ("what this runtime supports, as JSON", lambda p: None)}
+_GLOBAL_VALUES = {"--root", "--log", "--log-format"}  # the global flags that take a value
+
+
+def parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with `verb`, that verb's arguments only.  Every
+    add_argument costs argparse a formatter and a translation lookup: conmon
+    runs `create` for each detached container, and waits for it."""
+    top = argparse.ArgumentParser(prog="minidocker-runc", description=__doc__.splitlines()[0],
+                                  formatter_class=Formatter)
+    top.add_argument("--root", default="/run/minidocker-runc", help="where container state lives")
+    top.add_argument("--log", help="write errors here too")
+    top.add_argument("--log-format", choices=["text", "json"], default="text")
+    top.add_argument("--debug", action="store_true")
+    top.add_argument("--systemd-cgroup", action="store_true", help="accepted; cgroups are managed as cgroupfs")
+    top.add_argument("--version", "-v", action="version", version=VERSION)
+    verbs = top.add_subparsers(dest="verb", required=True)
+    for name, (text, flags) in VERBS.items():
+        if verb in (None, name):
+            flags(verbs.add_parser(name, help=text, formatter_class=Formatter))
     return top
+
+
+def _verb_in(argv: list[str]) -> str | None:
+    """The verb, found before parsing: the first word not a global flag or its value."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_VALUES:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in VERBS else None
+    return None
 
 
 def _resources(args: argparse.Namespace) -> dict:
@@ -471,7 +520,7 @@ def _seconds(duration: str) -> float:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    args = parser(_verb_in(argv)).parse_args(argv)
     try:
         if args.verb == "create":
             create(args.root, args.id, os.path.abspath(args.bundle), args.pid_file or "", args.console_socket or "",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from lib import host, init, namespaces, seccomp, stdio, terminal
+from lib import cgroups, host, init, namespaces, seccomp, stdio, terminal
 from lib.host import MinidockerError
 
 INHERIT, NULL, PIPE, CONSOLE = "inherit", "null", "pipe", "console"
@@ -237,7 +237,7 @@ def close_all_but(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_procs: list[str],
+def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_dirs: list[str],
             stdin: str, output: str, detach: bool = False, console_socket: str = "", preserve_fds: int = 0) -> int:
     """Run a process inside a running container (exec); its exit code.
 
@@ -263,8 +263,7 @@ def exec_in(target: int, process: dict, seccomp_profile: dict | None, cgroup_pro
             os.close(report_r)
             if ours is not None:
                 ours.close()
-            for procs in cgroup_procs:  # before anything runs: no unlimited window
-                host.write(procs, str(os.getpid()))
+            cgroups.join_self(cgroup_dirs)  # before anything runs: no unlimited window
             if console_sock is not None:
                 console = console_sock.detach()
             else:
