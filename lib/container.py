@@ -1,4 +1,4 @@
-"""Containers and their lifecycle: created -> running -> exited | stopped.
+"""Containers and their lifecycle: created -> running -> exited.
 
 A container is a directory under the state root (state.py) and, while it
 runs, a process tree on the host.  This module keeps the two in agreement.
@@ -569,7 +569,8 @@ def _finish(cid: str, code: int, error: str = "", auto_remove: bool = True, rest
         recorded = True
         cgroup = cgroups.for_container(_private(r)["Cgroup"])
         oom = cgroup.oom_killed()
-        r["State"].update(Status="stopped" if _private(r)["StopRequested"] else "exited", Running=False,
+        # "exited" however it ended, as Docker says: scripts test .State.Status for it.
+        r["State"].update(Status="exited", Running=False,
                           Pid=0, ExitCode=code, OOMKilled=oom, Error=error, FinishedAt=state.now())
         _release(r, cgroup)
         delay = _restart_delay(r) if restart and not r["HostConfig"]["AutoRemove"] else None
