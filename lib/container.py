@@ -98,6 +98,8 @@ def create(cfg: spec.RunConfig) -> str:
         [volumes.parse(v) for v in cfg.volumes]
     if cfg.userns not in ("", "host", "private"):
         raise MinidockerError(f"invalid --userns {cfg.userns!r}: host or private")
+    if cfg.workdir and not cfg.workdir.startswith("/"):
+        raise MinidockerError(f"the working directory '{cfg.workdir}' is invalid, it needs to be an absolute path")
     if cfg.name and not state.valid_name(cfg.name):
         raise MinidockerError(f"Invalid container name ({cfg.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     init = _init_binary() if cfg.init else ""
@@ -208,7 +210,10 @@ def _network_mode(cfg: spec.RunConfig) -> str:
     """Check --network (and what depends on it); the mode as it is recorded."""
     mode = cfg.network
     if mode.startswith("container:"):
-        mode = "container:" + state.resolve(mode.removeprefix("container:"))
+        try:
+            mode = "container:" + state.resolve(mode.removeprefix("container:"))
+        except MinidockerError as e:  # `run` could not start: Docker's 125, not the 1 of `inspect nosuch`
+            raise MinidockerError(str(e)) from None
     elif mode not in ("none", "host"):
         net = network.find(mode)
         if cfg.ip:

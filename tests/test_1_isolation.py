@@ -119,13 +119,14 @@ def test_exit_code_is_the_commands(code, row):
 
 @pytest.mark.row("1", "Exit code 125", "minidocker's own failure, one line")
 @pytest.mark.parametrize("args", [["no-such-image", "true"], ["--memory=abc", "busybox", "true"],
-                                  ["--bogus-flag", "busybox", "true"]])
+                                  ["--bogus-flag", "busybox", "true"], ["-w", "relative", "busybox", "pwd"],
+                                  ["--network", "container:nosuch", "busybox", "true"]])
 def test_exit_125_for_engine_errors(args, row):
-    before = os.listdir(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers"))
+    before = leftovers()
     done = md("run", *args, check=False)
     assert done.returncode == 125
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-    assert os.listdir(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers")) == before
+    assert leftovers() == before
     row.result = done.stderr.strip()[:60]
 
 

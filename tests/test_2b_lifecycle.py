@@ -11,7 +11,7 @@ from calendar import timegm
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import MINIDOCKER, cgroup_dirs, cgroups_below, inspect, md, our_mounts, wait_for
+from conftest import MINIDOCKER, cgroup_dirs, cgroups_below, inspect, leftovers, md, our_mounts, wait_for
 
 pytestmark = pytest.mark.order(3)
 
@@ -286,11 +286,11 @@ def test_rm_of_several_goes_on_past_a_failure():
 
 
 def test_auto_remove_leaves_nothing():
-    before = set(os.listdir(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers")))
+    before = leftovers()
     md("run", "--rm", "--name", "ephemeral", "busybox", "echo", "bye")
     md("run", "-d", "--rm", "--name", "ephemeral-d", "busybox", "true")
     wait_for(lambda: "ephemeral-d" not in md("ps", "-a").stdout)
-    assert set(os.listdir(os.path.join(os.environ["MINIDOCKER_ROOT"], "containers"))) == before
+    assert leftovers() == before
     gone = md("logs", "ephemeral", check=False)
     assert gone.returncode == 1 and "No such container: ephemeral" in gone.stderr
 
