@@ -43,6 +43,15 @@ VERBS = {
     "load": ("image", "read images from a docker save or OCI layout tar archive"),
     "import": ("image", "make an image from a root filesystem directory or tarball"),
 }
+# Docker's management command forms, `container ls` for `ps`: the long
+# names of the same verbs (network and volume are groups of their own).
+GROUPS = {
+    "container": {**{v: v for v in ("run", "create", "start", "attach", "stop", "restart", "kill", "rm", "wait",
+                                    "prune", "inspect", "logs", "exec", "stats")},
+                  "ls": "ps", "list": "ps", "ps": "ps"},
+    "image": {"ls": "images", "list": "images", "pull": "pull", "tag": "tag", "rm": "rmi", "remove": "rmi",
+              "save": "save", "load": "load", "import": "import"},
+}
 # conmon runs this when a container it watches has exited (monitor.py).
 HIDDEN = {"container-exited": ("container", "record a container's exit")}
 _NO_HELP_FLAG = {"run", "create"}  # -h is --hostname there, as in Docker
@@ -69,10 +78,18 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
         elif flag == "--debug":
             debug = True
         elif flag in ("-h", "--help"):
-            print(USAGE + "\n".join(f"  {name:<9} {v[1]}" for name, v in VERBS.items()))
+            print(USAGE + "\n".join(f"  {name:<9} {v[1]}" for name, v in VERBS.items())
+                  + "\n\nmanagement commands, Docker's long forms of the verbs above:\n"
+                  + "\n".join(f"  {group:<9} {', '.join(verbs)}" for group, verbs in GROUPS.items()))
             raise SystemExit(0)
         else:
             raise MinidockerError(f"unknown flag: {flag}. See 'minidocker --help'.")
+    if argv and argv[0] in GROUPS:
+        if len(argv) < 2 or argv[1] not in GROUPS[argv[0]]:
+            what = f"'{' '.join(argv[:2])}' is not a minidocker command" if len(argv) > 1 else \
+                f"'{argv[0]}' needs a command: {', '.join(GROUPS[argv[0]])}"
+            raise MinidockerError(f"{what}. See 'minidocker --help'.", 1)
+        argv = [GROUPS[argv[0]][argv[1]], *argv[2:]]
     if not argv or argv[0] not in VERBS | HIDDEN:
         what = f"'{argv[0]}' is not a minidocker command" if argv else "a verb is needed"
         raise MinidockerError(f"{what}. See 'minidocker --help'.", 1)

@@ -334,6 +334,21 @@ def unix_time(stamp: str) -> float:
     return timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:29]) / 1e9
 
 
+def test_management_command_forms():
+    """Docker's long forms are the same verbs: `container ls` is `ps`."""
+    md("create", "--name", "mdt-long-form", "busybox", "true")
+    long, short = md("container", "ls", "-a").stdout, md("ps", "-a").stdout  # CREATED may tick between them
+    assert long.splitlines()[0] == short.splitlines()[0]
+    assert md("container", "ls", "-aq").stdout == md("ps", "-aq").stdout
+    assert "mdt-long-form" in long
+    assert md("image", "ls").stdout.splitlines()[0] == md("images").stdout.splitlines()[0]
+    md("container", "rm", "mdt-long-form")
+    assert "mdt-long-form" not in md("ps", "-a").stdout
+    bad = md("container", "bogus", check=False)
+    assert (bad.returncode, bad.stderr) == (
+        1, "minidocker: 'container bogus' is not a minidocker command. See 'minidocker --help'.\n")
+
+
 def test_logs_streams_tail_timestamps_since_and_follow():
     # stdout and stderr are two pipes: pauses keep their order unambiguous.
     md("run", "--name", "talker", "busybox", "sh", "-c", "echo one; sleep 0.1; echo two >&2; sleep 0.1; echo three")
