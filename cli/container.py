@@ -114,7 +114,53 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+_PS_FILTERS = ("id", "name", "status", "exited", "ancestor", "network", "volume", "before", "since")
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def _ps_filters(given: list[str]) -> dict[str, list[str]]:
+    """-f key=value, as Docker reads them: one key's values are alternatives, keys must all hold."""
+    filters: dict[str, list[str]] = {}
+    for f in given:
+        key, eq, value = f.partition("=")
+        if not eq:
+            raise MinidockerError(f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter '
+                                  "(expected name=value)")
+        if key not in _PS_FILTERS:
+            raise MinidockerError(f"invalid filter '{key}'", 1)
+        if (key == "status" and value not in _STATUSES) or (key == "exited" and not value.lstrip("-").isdigit()):
+            raise MinidockerError(f"invalid filter '{f}'", 1)
+        if key in ("before", "since"):  # another container, by name or ID: when it was created
+            value = container.load(state.resolve(value))["Created"]
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+def _ps_match(rec: dict, key: str, value: str) -> bool:
+    import re
+
+    st = rec["State"]
+    if key == "id":
+        return rec["Id"].startswith(value)
+    if key == "name":
+        return re.search(value, rec["Name"].lstrip("/")) is not None
+    if key == "status":  # "stopped" is what records from before 2026-11-30 say for "exited"
+        return st["Status"].replace("stopped", "exited") == value
+    if key == "exited":
+        return not st["Running"] and st["FinishedAt"] != state.ZERO_TIME and st["ExitCode"] == int(value)
+    if key == "ancestor":
+        image = rec["Config"]["Image"]
+        return value in (image, image.removesuffix(":latest"), f"{image}:latest") or \
+            (len(value) >= 4 and rec["Image"].removeprefix("sha256:").startswith(value.removeprefix("sha256:")))
+    if key == "network":
+        return value in (rec["HostConfig"]["NetworkMode"], *rec["NetworkSettings"]["Networks"])
+    if key == "volume":
+        return any(value in (m.get("Name"), m.get("Source"), m["Destination"]) for m in rec["Mounts"])
+    return rec["Created"] < value if key == "before" else rec["Created"] > value  # value: the other's Created
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
+    filters = _ps_filters(args.filter)
     records = []
     for cid in state.all_ids():
         try:
@@ -122,8 +168,13 @@ def cmd_ps(args: argparse.Namespace) -> int:
         except (MinidockerError, ValueError, OSError):
             continue  # half-created or being removed this very moment
     records.sort(key=lambda r: r["Created"], reverse=True)
-    if not args.all:
+    last = 1 if args.latest else args.last
+    # As Docker: a status or exit-code filter, or -n, looks at all containers.
+    if not (args.all or last > 0 or {"status", "exited"} & filters.keys()):
         records = [r for r in records if container.running(r)]
+    records = [r for r in records if all(any(_ps_match(r, k, v) for v in vs) for k, vs in filters.items())]
+    if last > 0:
+        records = records[:last]
     if args.quiet:
         for r in records:
             print(r["Id"] if args.no_trunc else r["Id"][:12])
@@ -372,6 +423,10 @@ def _ps_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers, not only running ones")
     p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
     p.add_argument("--no-trunc", action="store_true", help="full IDs and commands")
+    p.add_argument("-f", "--filter", action="append", default=[],
+                   help=f"key=value, repeatable: {', '.join(_PS_FILTERS)}")
+    p.add_argument("-n", "--last", type=int, default=-1, help="the last N containers created, in any state")
+    p.add_argument("-l", "--latest", action="store_true", help="the last container created, in any state")
 
 
 def _logs_flags(p: argparse.ArgumentParser) -> None:

@@ -334,6 +334,35 @@ def unix_time(stamp: str) -> float:
     return timegm(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + int(stamp[20:29]) / 1e9
 
 
+def test_ps_filters_and_last():
+    """Docker's `ps -f` (one key's values are alternatives, keys must all hold), `-n`, `-l`,
+    and the one-liner it is for: `rm $(ps -aq -f status=exited)`."""
+    md("run", "--name", "mdt-f-exit3", "busybox", "sh", "-c", "exit 3", check=False)
+    md("run", "-d", "--name", "mdt-f-up", "busybox", "sleep", "60")
+    md("create", "--name", "mdt-f-new", "busybox", "true")
+    short = {name: inspect(name)["Id"][:12] for name in ("mdt-f-exit3", "mdt-f-up", "mdt-f-new")}
+
+    def ps(*flags: str) -> list[str]:
+        return md("ps", "-q", *flags).stdout.split()
+
+    assert ps("-f", "status=exited") == [short["mdt-f-exit3"]]  # a status filter looks beyond running ones
+    assert ps("-f", "exited=3") == [short["mdt-f-exit3"]] and ps("-f", "exited=0") == []
+    assert set(ps("-a", "-f", "status=exited", "-f", "status=created")) == {short["mdt-f-exit3"], short["mdt-f-new"]}
+    assert ps("-a", "-f", "name=mdt-f-", "-f", "status=running") == [short["mdt-f-up"]]
+    assert ps("-l") == [short["mdt-f-new"]] and ps("-n", "2") == [short["mdt-f-new"], short["mdt-f-up"]]
+    assert ps("-a", "-f", "since=mdt-f-exit3") == [short["mdt-f-new"], short["mdt-f-up"]]
+    assert ps("-a", "-f", "before=mdt-f-up") == [short["mdt-f-exit3"]]
+    assert len(ps("-a", "-f", "ancestor=busybox")) == 3 and ps("-a", "-f", "ancestor=alpine") == []
+    for flag, code, message in (("status=asleep", 1, "invalid filter 'status=asleep'"), ("colour=red", 1,
+                                "invalid filter 'colour'"), ("before=nosuch", 1, "No such container: nosuch"),
+                                ("noequals", 125, 'invalid argument "noequals" for "-f, --filter" flag: '
+                                                  "bad format of filter (expected name=value)")):
+        bad = md("ps", "-f", flag, check=False)
+        assert (bad.returncode, bad.stderr) == (code, f"minidocker: {message}\n")
+    md("rm", *ps("-a", "-f", "status=exited"))
+    assert set(ps("-a")) == {short["mdt-f-up"], short["mdt-f-new"]}
+
+
 def test_management_command_forms():
     """Docker's long forms are the same verbs: `container ls` is `ps`."""
     md("create", "--name", "mdt-long-form", "busybox", "true")
