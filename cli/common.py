@@ -85,3 +85,15 @@ class Parser(argparse.ArgumentParser):
         # Docker's answer to a bad flag is exit 125 and one line.
         raise MinidockerError(f"{self.prog}: {message}. See '{self.prog} --help'.", 125)
 
+
+
+def filter_pairs(given: list[str]) -> list[tuple[str, str]]:
+    """-f/--filter values as (key, value): Docker's CLI refuses one without "=" itself (125)."""
+    pairs = []
+    for f in given:
+        key, eq, value = f.partition("=")
+        if not eq:
+            raise MinidockerError(f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter '
+                                  "(expected name=value)")
+        pairs.append((key, value))
+    return pairs

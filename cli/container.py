@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cli.common import ago, each, human_duration, size, table
+from cli.common import ago, each, filter_pairs, human_duration, size, table
 from lib import container, state
 from lib.host import MinidockerError
 
@@ -121,15 +121,11 @@ _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited",
 def _ps_filters(given: list[str]) -> dict[str, list[str]]:
     """-f key=value, as Docker reads them: one key's values are alternatives, keys must all hold."""
     filters: dict[str, list[str]] = {}
-    for f in given:
-        key, eq, value = f.partition("=")
-        if not eq:
-            raise MinidockerError(f'invalid argument "{f}" for "-f, --filter" flag: bad format of filter '
-                                  "(expected name=value)")
+    for key, value in filter_pairs(given):
         if key not in _PS_FILTERS:
             raise MinidockerError(f"invalid filter '{key}'", 1)
         if (key == "status" and value not in _STATUSES) or (key == "exited" and not value.lstrip("-").isdigit()):
-            raise MinidockerError(f"invalid filter '{f}'", 1)
+            raise MinidockerError(f"invalid filter '{key}={value}'", 1)
         if key in ("before", "since"):  # another container, by name or ID: when it was created
             value = container.load(state.resolve(value))["Created"]
         filters.setdefault(key, []).append(value)

@@ -3,16 +3,38 @@
 import argparse
 import sys
 
-from cli.common import ago, each, size, table
+from cli.common import ago, each, filter_pairs, size, table
 from lib import container, state
 from lib.host import MinidockerError
+
+
+def _image_filter(given: list[str]):
+    """-f dangling=true|false, reference=PATTERN (a shell pattern on name or name:tag), as Docker's."""
+    import fnmatch
+
+    tests = []
+    for key, value in filter_pairs(given):
+        if key == "dangling" and value in ("true", "false"):
+            tests.append(lambda i, v=value: (i["tag"] == "<none>") == (v == "true"))
+        elif key == "reference":
+            tests.append(lambda i, v=value: i["tag"] != "<none>" and (
+                fnmatch.fnmatchcase(i["repository"], v) or fnmatch.fnmatchcase(f"{i['repository']}:{i['tag']}", v)))
+        else:
+            raise MinidockerError(f"invalid filter '{key}={value}'", 1)
+    return lambda image: all(test(image) for test in tests)
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     from lib import images
 
-    rows = [[i["repository"], i["tag"], i["id"][:12], ago(i["created"]), size(i["size"])]
-            for i in images.listing()]
+    wanted = _image_filter(args.filter)
+    found = [i for i in images.listing() if wanted(i)]
+    if args.quiet:  # each image once, however many names it has
+        for image_id in dict.fromkeys(("sha256:" + i["id"]) if args.no_trunc else i["id"][:12] for i in found):
+            print(image_id)
+        return 0
+    rows = [[i["repository"], i["tag"], ("sha256:" + i["id"]) if args.no_trunc else i["id"][:12], ago(i["created"]),
+             size(i["size"])] for i in found]
     table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
     return 0
 
@@ -108,6 +130,13 @@ def _load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-i", "--input", help="read from a tar archive file, not standard input")
 
 
+def _images_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--all", action="store_true", help="all images (there are no intermediate ones here)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
+    p.add_argument("--no-trunc", action="store_true", help="full IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="dangling=true|false, reference=PATTERN")
+
+
 def _no_flags(p: argparse.ArgumentParser) -> None:
     pass
 
@@ -121,7 +150,7 @@ def _import_flags(p: argparse.ArgumentParser) -> None:
 
 # verb: (function, flags), for cli.parse
 VERBS = {
-    "images": (cmd_images, _no_flags),
+    "images": (cmd_images, _images_flags),
     "pull": (cmd_pull, _pull_flags),
     "tag": (cmd_tag, _tag_flags),
     "rmi": (cmd_rmi, _rmi_flags),

@@ -652,8 +652,11 @@ def listing() -> list[dict]:
         if f"{name}:latest" not in repos:
             repos[f"{name}:latest"] = _build_builtin(name)
     rows = []
-    for ref, image_id in sorted(repos.items()):
-        name, tag = parse_ref(ref)
+    named = [(*parse_ref(ref), image_id) for ref, image_id in sorted(repos.items())]
+    # An image no name points at any more (its tag moved on, or it was loaded
+    # by ID) is still stored: Docker lists it as <none>:<none>, "dangling".
+    dangling = [("<none>", "<none>", i) for i in sorted(set(_stored_ids()) - set(repos.values()))]
+    for name, tag, image_id in named + dangling:
         conf = config(image_id)
         rows.append({"repository": name, "tag": tag, "id": image_id, "created": conf["created"] or state.ZERO_TIME,
                      "size": conf["minidocker"]["size"]})

@@ -176,6 +176,28 @@ def test_rmi_and_tag(registry):
     assert len(before - layers()) == 2  # both of its layers: no other image uses them
 
 
+def test_dangling_images_are_listed_and_filtered(tmp_path):
+    """A name given to a new image leaves the old one nameless: Docker lists
+    it as <none>, -f dangling=true finds it, and `rmi` of its ID removes it.
+    It used to be invisible, and so kept for ever."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "one").write_text("1")
+    first = md("import", str(tree), "mdt-dangle").stdout.strip().removeprefix("sha256:")[:12]
+    (tree / "two").write_text("2")
+    second = md("import", str(tree), "mdt-dangle").stdout.strip().removeprefix("sha256:")[:12]
+    assert ["<none>", "<none>", first] in image_rows() and ["mdt-dangle", "latest", second] in image_rows()
+    dangling = md("images", "-q", "-f", "dangling=true").stdout.split()
+    assert first in dangling and second not in dangling  # (earlier tests may leave nameless images too)
+    assert second in md("images", "-q", "-f", "dangling=false").stdout.split()
+    assert md("images", "-q", "-f", "reference=mdt-dang*").stdout.split() == [second]
+    assert md("images", "-q", "-f", "reference=mdt-dangle:latest").stdout.split() == [second]
+    bad = md("images", "-f", "size=big", check=False)
+    assert (bad.returncode, bad.stderr) == (1, "minidocker: invalid filter 'size=big'\n")
+    md("rmi", first, "mdt-dangle")
+    assert all(first not in row and second not in row for row in image_rows())
+
+
 def unique_name() -> str:
     return f"mdt-evil-{os.getpid()}-{os.urandom(4).hex()}"
 
