@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from cli.common import each, table
+from cli.common import each, filter_pairs, table
 from lib import container, state
 from lib.host import MinidockerError
 
@@ -40,18 +40,47 @@ def _network(args: argparse.Namespace) -> int:
         if removed:
             print("Deleted Networks:\n" + "\n".join(removed))
     else:
-        present = network.interfaces()
-        table(["NETWORK ID", "NAME", "DRIVER", "SUBNET", "GATEWAY", "BRIDGE"],
-               [[n.get("Id", n["Name"])[:12], n["Name"], "bridge", n["Subnet"], n["Gateway"],
-                 n["Bridge"] + ("" if n["Bridge"] in present else " (not created yet)")]
-                for n in network.all_networks()])
+        _ls(args, network)
     return 0
+
+
+def _ls(args: argparse.Namespace, network) -> None:
+    """Docker's listing: the three networks every host has (bridge, and the
+    host and none modes, driver null) and the user's, by name.  A network's
+    subnet and bridge are in `network inspect`."""
+    rows = [{"ID": n.get("Id", n["Name"]), "Name": n["Name"], "Driver": "bridge", "Type": "builtin"
+             if n is network.DEFAULT else "custom"} for n in network.all_networks()]
+    rows += [{"ID": mode, "Name": mode, "Driver": "null" if mode == "none" else "host", "Type": "builtin"}
+             for mode in ("host", "none")]
+    keys = {"id": "ID", "name": "Name", "driver": "Driver", "type": "Type"}
+    wanted: dict[str, list[str]] = {}
+    for key, value in filter_pairs(args.filter):
+        if key not in keys:
+            raise MinidockerError(f"invalid filter '{key}'", 1)
+        wanted.setdefault(keys[key], []).append(value)
+
+    def matches(row: dict, field: str, value: str) -> bool:
+        if field == "ID":
+            return row["ID"].startswith(value)
+        return value in row[field] if field == "Name" else row[field] == value
+
+    rows = sorted((r for r in rows if all(any(matches(r, f, v) for v in vs) for f, vs in wanted.items())),
+                  key=lambda r: r["Name"])
+    short = (lambda i: i) if args.no_trunc else (lambda i: i[:12])
+    if args.quiet:
+        for r in rows:
+            print(short(r["ID"]))
+        return
+    table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], [[short(r["ID"]), r["Name"], r["Driver"], "local"] for r in rows])
 
 
 def _network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["create", "ls", "inspect", "rm", "prune"])
     p.add_argument("--subnet", help="create: an IPv4 CIDR (default: the first free 172.19-31.x.0/24)")
     p.add_argument("--gateway", help="create: the bridge's address (default: the subnet's first)")
+    p.add_argument("-q", "--quiet", action="store_true", help="ls: only IDs")
+    p.add_argument("--no-trunc", action="store_true", help="ls: full IDs")
+    p.add_argument("-f", "--filter", action="append", default=[], help="ls: id, name, driver, type=builtin|custom")
     p.add_argument("names", nargs="*")
 
 

@@ -208,6 +208,8 @@ def create(name: str, subnet: str | None, gateway: str | None) -> dict:
 
 
 def remove(name: str) -> None:
+    if name in MODES:  # bridge, host, none: Docker's three, always there
+        raise MinidockerError(f"{name} is a pre-defined network and cannot be removed", 1)
     net = find(name)
     if net is DEFAULT:
         raise MinidockerError("bridge is a pre-defined network and cannot be removed", 1)

@@ -30,10 +30,8 @@ def fetch(netns: str, url: str) -> str:
 @pytest.fixture(autouse=True)
 def no_networks_left():
     yield
-    for line in md("network", "ls").stdout.splitlines()[1:]:
-        name = line.split()[1]
-        if name != "bridge":
-            md("network", "rm", name, check=False)
+    for name in md("network", "ls", "-q", "-f", "type=custom").stdout.split():
+        md("network", "rm", name, check=False)
 
 
 def md_seeing(files: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -312,8 +310,25 @@ def test_bad_input_is_refused(args, code, message, row):
     done = md(*args, check=False)
     assert done.returncode == code and done.stderr.startswith(f"minidocker: {message}"), done.stderr
     assert len(done.stderr.splitlines()) == 1
-    assert md("ps", "-aq").stdout == "" and md("network", "ls").stdout.count("\n") == 2
+    assert md("ps", "-aq").stdout == "" and md("network", "ls", "-q", "-f", "type=custom").stdout == ""
     row.result = f"exit {code}: {message}"[:60]
+
+
+def test_network_ls_as_docker():
+    """Docker's columns, its three built-in networks (host and none are modes,
+    not bridges: drivers host and null), -q, --no-trunc and -f."""
+    net_id = md("network", "create", "lan").stdout.strip()
+    rows = [line.split() for line in md("network", "ls").stdout.splitlines()]
+    assert rows == [["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"], ["bridge", "bridge", "bridge", "local"],
+                    ["host", "host", "host", "local"], [net_id[:12], "lan", "bridge", "local"],
+                    ["none", "none", "null", "local"]]
+    assert md("network", "ls", "-q", "--no-trunc", "-f", "type=custom").stdout.split() == [net_id]
+    assert md("network", "ls", "-q", "-f", "driver=bridge", "-f", "name=la").stdout.split() == [net_id[:12]]
+    assert md("network", "ls", "-q", "-f", "driver=null").stdout.split() == ["none"]
+    for name in ("host", "none", "bridge"):
+        refused = md("network", "rm", name, check=False)
+        assert (refused.returncode, refused.stderr) == (
+            1, f"minidocker: {name} is a pre-defined network and cannot be removed\n")
 
 
 def test_bad_ip_on_a_user_network():
