@@ -51,9 +51,12 @@ GROUPS = {
                   "ls": "ps", "list": "ps", "ps": "ps"},
     "image": {"ls": "images", "list": "images", "pull": "pull", "tag": "tag", "rm": "rmi", "remove": "rmi",
               "save": "save", "load": "load", "import": "import"},
+    # Its -f is --force, where the other volume commands' -f is --filter: a verb of its own.
+    "volume": {"prune": "volume-prune"},
 }
 # conmon runs this when a container it watches has exited (monitor.py).
-HIDDEN = {"container-exited": ("container", "record a container's exit")}
+HIDDEN = {"container-exited": ("container", "record a container's exit"),
+          "volume-prune": ("volume", "remove volumes no container uses")}
 _NO_HELP_FLAG = {"run", "create"}  # -h is --hostname there, as in Docker
 
 USAGE = """usage: minidocker [--explain] [--debug] VERB [ARGS...]
@@ -84,7 +87,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, bool, bool]:
             raise SystemExit(0)
         else:
             raise MinidockerError(f"unknown flag: {flag}. See 'minidocker --help'.")
-    if argv and argv[0] in GROUPS:
+    if argv and argv[0] in GROUPS and (argv[0] not in VERBS or (argv[1:2] and argv[1] in GROUPS[argv[0]])):
         if len(argv) < 2 or argv[1] not in GROUPS[argv[0]]:
             what = f"'{' '.join(argv[:2])}' is not a minidocker command" if len(argv) > 1 else \
                 f"'{argv[0]}' needs a command: {', '.join(GROUPS[argv[0]])}"

@@ -13,6 +13,7 @@ with `/data -> /etc` must not make a volume land on the host's /etc.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
@@ -78,6 +79,16 @@ def create(name: str) -> str:
         raise MinidockerError(f'"{name}" includes invalid characters for a local volume name')
     os.makedirs(volume_dir(name), exist_ok=True)
     return name
+
+
+def size(name: str) -> int:
+    """Bytes of a volume's files, as `du` counts them (not following links)."""
+    total = 0
+    for top, _, files in os.walk(volume_dir(name)):
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(top, f)).st_size
+    return total
 
 
 def remove(name: str, users: list[str]) -> None:

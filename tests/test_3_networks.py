@@ -288,6 +288,23 @@ def test_volumes(row, tmp_path):
     row.result = "rw writes reach the host; ro refused; named volume kept"
 
 
+def test_volume_ls_filters_and_prune():
+    md("volume", "create", "mdt-used")
+    md("volume", "create", "mdt-unused")
+    md("run", "-d", "--name", "mdt-vol-user", "-v", "mdt-used:/data", "busybox", "sleep", "60")
+    assert md("volume", "ls", "-q", "-f", "name=mdt-").stdout.split() == ["mdt-unused", "mdt-used"]
+    assert md("volume", "ls", "-q", "-f", "name=mdt-", "-f", "dangling=true").stdout.split() == ["mdt-unused"]
+    # Without --all, Docker 23 and later prune only anonymous volumes; without -f it asks.
+    asked = md("volume", "prune", input="n\n")
+    assert asked.stdout.endswith("Are you sure you want to continue? [y/N] ")
+    assert md("volume", "prune", "-f").stdout == "Total reclaimed space: 0B\n"
+    pruned = md("volume", "prune", "-a", input="y\n").stdout
+    assert "Deleted Volumes:\nmdt-unused\n\nTotal reclaimed space: " in pruned
+    assert md("volume", "ls", "-q", "-f", "name=mdt-").stdout.split() == ["mdt-used"]  # in use: kept
+    md("rm", "-f", "mdt-vol-user")
+    md("volume", "rm", "mdt-used")
+
+
 @pytest.mark.row("3", "Bad input", "one line, Docker's exit code, nothing left behind")
 @pytest.mark.parametrize("args, code, message", [
     (["network", "create", "--subnet", "10.1.2.3/33", "x"], 1, "invalid subnet 10.1.2.3/33: an IPv4 CIDR from"),
