@@ -97,3 +97,27 @@ def filter_pairs(given: list[str]) -> list[tuple[str, str]]:
                                   "(expected name=value)")
         pairs.append((key, value))
     return pairs
+
+
+def formatted(template: str, record: object) -> str:
+    """--format and `inspect -f`: a Go template (cli/template.py) run on one
+    record; a bad template or a missing field is one line, exit 1."""
+    from cli.template import TemplateError, render
+
+    try:
+        return render(template, record)
+    except TemplateError as e:
+        raise MinidockerError(f"template: {e}", 1) from None
+
+
+def formatted_table(template: str, records: list[dict], headers: dict[str, str]) -> None:
+    """A listing's --format: one line per record or, after "table ", Docker's
+    columns, each heading the field's name as the plain listing has it."""
+    # As Docker's CLI: a written \t or \n (as a shell's single quotes keep them) is a tab or a newline.
+    template = template.replace("\\t", "\t").replace("\\n", "\n")
+    if not template.startswith("table"):
+        for record in records:
+            print(formatted(template, record))
+        return
+    template = template.removeprefix("table").strip() or "\t".join(f"{{{{.{k}}}}}" for k in headers)
+    table(formatted(template, headers).split("\t"), [formatted(template, r).split("\t") for r in records])

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from cli.common import ago, each, filter_pairs, human_duration, size, table
+from cli.common import ago, each, filter_pairs, formatted, formatted_table, human_duration, size, table
 from lib import container, state
 from lib.host import MinidockerError
 
@@ -175,7 +175,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         for r in records:
             print(r["Id"] if args.no_trunc else r["Id"][:12])
         return 0
-    rows = []
+    rows, fields = [], []
     for r in records:
         st = r["State"]
         command = " ".join([r["Path"], *r["Args"]])
@@ -193,8 +193,21 @@ def cmd_ps(args: argparse.Namespace) -> int:
                           for b in binds or [])
         rows.append([r["Id"] if args.no_trunc else r["Id"][:12], r["Config"]["Image"], f'"{command}"',
                      ago(r["Created"]), status, ports, r["Name"].lstrip("/")])
+        fields.append({**dict(zip(("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"), rows[-1],
+                                  strict=True)),
+                       "CreatedAt": r["Created"], "State": st["Status"].replace("stopped", "exited"),
+                       "Networks": ",".join(r["NetworkSettings"]["Networks"]) or r["HostConfig"]["NetworkMode"],
+                       "Mounts": ",".join(m.get("Name") or m["Source"] for m in r["Mounts"]), "Labels": ""})
+    if args.format:
+        formatted_table(args.format, fields, _PS_HEADERS)
+        return 0
     table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows)
     return 0
+
+
+_PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
+               "RunningFor": "CREATED", "Ports": "PORTS", "Status": "STATUS", "Names": "NAMES", "State": "STATE",
+               "Networks": "NETWORKS", "Mounts": "MOUNTS", "Labels": "LABELS"}
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -216,29 +229,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         found.append(rec)
     if args.format:
         for rec in found:
-            print(_format(args.format, rec))
+            print(formatted(args.format, rec))
     else:
         print(json.dumps(found, indent=4))
     return failed
-
-
-def _format(template: str, rec: dict) -> str:
-    """Docker's --format for the common cases: {{.State.Pid}}, {{json .NetworkSettings}}."""
-    import json
-    import re
-
-    def field(match: re.Match) -> str:
-        as_json, path = match[1], match[2]
-        value: object = rec
-        for key in filter(None, path.split(".")):
-            if not isinstance(value, dict) or key not in value:
-                raise MinidockerError(f'template: no field "{key}" in {path}', 1)
-            value = value[key]
-        if as_json:
-            return json.dumps(value)
-        return str(value).lower() if isinstance(value, bool) else str(value)
-
-    return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", field, template)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -407,7 +401,8 @@ def _containers(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--format", help="a Go-template field: '{{.State.Pid}}', '{{json .Config}}'")
+    p.add_argument("-f", "--format", help="a Go template: '{{.State.Pid}}', '{{json .Config}}', "
+                   "'{{range .Mounts}}{{.Source}} {{end}}'")
     p.add_argument("containers", nargs="+")
 
 
@@ -423,6 +418,8 @@ def _ps_flags(p: argparse.ArgumentParser) -> None:
                    help=f"key=value, repeatable: {', '.join(_PS_FILTERS)}")
     p.add_argument("-n", "--last", type=int, default=-1, help="the last N containers created, in any state")
     p.add_argument("-l", "--latest", action="store_true", help="the last container created, in any state")
+    p.add_argument("--format", help="a Go template per container, 'table ...' for columns: "
+                   "'table {{.ID}}\\t{{.Names}}\\t{{.Status}}'")
 
 
 def _logs_flags(p: argparse.ArgumentParser) -> None:

@@ -363,6 +363,34 @@ def test_ps_filters_and_last():
     assert set(ps("-a")) == {short["mdt-f-up"], short["mdt-f-new"]}
 
 
+def test_go_templates_in_inspect_and_ps():
+    """Docker's --format is Go's text/template: scripts range over maps, test
+    fields, call functions; values print as Go prints them."""
+    cid = md("run", "-d", "--name", "mdt-tpl", "-e", "B=2", "busybox", "sleep", "60").stdout.strip()
+    ip = inspect(cid)["NetworkSettings"]["IPAddress"]
+
+    def f(template: str) -> str:
+        return md("inspect", "-f", template, "mdt-tpl").stdout
+
+    assert f("{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}") == f"{ip}\n"  # issue 17's one-liner
+    assert f("{{if .State.Running}}up{{else}}down{{end}} {{.State.Running}}") == "up true\n"
+    assert f('{{join .Config.Cmd " "}} {{.Config.Cmd}} {{len .Config.Cmd}} {{json .Config.Cmd}}') == \
+        'sleep 60 [sleep 60] 2 ["sleep","60"]\n'
+    assert f('{{index .Config.Env 1}} {{.Config.Entrypoint}} {{upper .State.Status}}') == "B=2 <nil> RUNNING\n"
+    assert f('{{printf "%-8s|" .State.Status}}{{with .State}}{{.Pid}}{{end}}') == \
+        f"running |{inspect(cid)['State']['Pid']}\n"
+    assert f('{{range .Mounts}}{{.Source}}{{else}}no mounts{{end}}') == "no mounts\n"
+    rows = [line.split() for line in md("ps", "--format", r"table {{.ID}}\t{{.Names}}\t{{.State}}").stdout
+            .splitlines()]
+    assert rows == [["CONTAINER", "ID", "NAMES", "STATE"], [cid[:12], "mdt-tpl", "running"]]
+    assert md("ps", "--format", "{{.Names}}: {{.Status}}").stdout.startswith("mdt-tpl: Up ")
+    for template, message in (("{{.Nope}}", 'executing "" at <.Nope>: map has no entry for key "Nope"'),
+                              ("{{.State.Pid", "unclosed action"), ("{{nosuch .Id}}", 'function "nosuch" not defined'),
+                              ("{{if .Id}}x", "unexpected EOF: {{if}} has no {{end}}")):
+        bad = md("inspect", "-f", template, "mdt-tpl", check=False)
+        assert (bad.returncode, bad.stderr) == (1, f"minidocker: template: {message}\n")
+
+
 def test_management_command_forms():
     """Docker's long forms are the same verbs: `container ls` is `ps`."""
     md("create", "--name", "mdt-long-form", "busybox", "true")
