@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from cli.common import ago, each, filter_pairs, size, table
+from cli.common import ago, each, filter_pairs, formatted_table, size, table
 from lib import container, state
 from lib.host import MinidockerError
 
@@ -35,6 +35,13 @@ def cmd_images(args: argparse.Namespace) -> int:
         return 0
     rows = [[i["repository"], i["tag"], ("sha256:" + i["id"]) if args.no_trunc else i["id"][:12], ago(i["created"]),
              size(i["size"])] for i in found]
+    if args.format:
+        fields = [{**dict(zip(("Repository", "Tag", "ID", "CreatedSince", "Size"), row, strict=True)),
+                   "CreatedAt": i["created"], "Digest": "<none>"} for row, i in zip(rows, found, strict=True)]
+        formatted_table(args.format, fields, {"Repository": "REPOSITORY", "Tag": "TAG", "ID": "IMAGE ID",
+                                              "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                                              "Digest": "DIGEST"})
+        return 0
     table(["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows)
     return 0
 
@@ -135,6 +142,7 @@ def _images_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="only IDs")
     p.add_argument("--no-trunc", action="store_true", help="full IDs")
     p.add_argument("-f", "--filter", action="append", default=[], help="dangling=true|false, reference=PATTERN")
+    p.add_argument("--format", help="a Go template per image, 'table ...' for columns: '{{.Repository}}:{{.Tag}}'")
 
 
 def _no_flags(p: argparse.ArgumentParser) -> None:

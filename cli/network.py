@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from cli.common import each, filter_pairs, table
+from cli.common import each, filter_pairs, formatted_table, table
 from lib import container, state
 from lib.host import MinidockerError
 
@@ -71,6 +71,10 @@ def _ls(args: argparse.Namespace, network) -> None:
         for r in rows:
             print(short(r["ID"]))
         return
+    if args.format:
+        formatted_table(args.format, [{**r, "ID": short(r["ID"]), "Scope": "local"} for r in rows],
+                        {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "SCOPE"})
+        return
     table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], [[short(r["ID"]), r["Name"], r["Driver"], "local"] for r in rows])
 
 
@@ -81,6 +85,7 @@ def _network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="ls: only IDs")
     p.add_argument("--no-trunc", action="store_true", help="ls: full IDs")
     p.add_argument("-f", "--filter", action="append", default=[], help="ls: id, name, driver, type=builtin|custom")
+    p.add_argument("--format", help="ls: a Go template per network, 'table ...' for columns")
     p.add_argument("names", nargs="*")
 
 

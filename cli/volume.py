@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from cli.common import each, filter_pairs, table
+from cli.common import each, filter_pairs, formatted_table, table
 from cli.common import size as human_size
 from lib import container, state
 from lib.host import MinidockerError
@@ -45,6 +45,10 @@ def cmd_volume(args: argparse.Namespace) -> int:
     elif args.quiet:
         for name in listed():
             print(name)
+    elif args.format:
+        formatted_table(args.format, [{"Name": n, "Driver": "local", "Scope": "local",
+                                       "Mountpoint": volumes.volume_dir(n)} for n in listed()],
+                        {"Driver": "DRIVER", "Name": "VOLUME NAME", "Scope": "SCOPE", "Mountpoint": "MOUNTPOINT"})
     else:
         table(["DRIVER", "VOLUME NAME"], [["local", n] for n in listed()])
     return 0
@@ -54,6 +58,7 @@ def _volume_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["create", "ls", "inspect", "rm"])
     p.add_argument("-q", "--quiet", action="store_true", help="ls: only names")
     p.add_argument("-f", "--filter", action="append", default=[], help="ls: name=PART, dangling=true|false")
+    p.add_argument("--format", help="ls: a Go template per volume, 'table ...' for columns")
     p.add_argument("names", nargs="*")
 
 

@@ -294,6 +294,8 @@ def test_volume_ls_filters_and_prune():
     md("run", "-d", "--name", "mdt-vol-user", "-v", "mdt-used:/data", "busybox", "sleep", "60")
     assert md("volume", "ls", "-q", "-f", "name=mdt-").stdout.split() == ["mdt-unused", "mdt-used"]
     assert md("volume", "ls", "-q", "-f", "name=mdt-", "-f", "dangling=true").stdout.split() == ["mdt-unused"]
+    assert md("volume", "ls", "-f", "name=mdt-", "--format", r"table {{.Name}}\t{{.Driver}}").stdout.split("\n") == \
+        ["VOLUME NAME   DRIVER", "mdt-unused    local", "mdt-used      local", ""]
     # Without --all, Docker 23 and later prune only anonymous volumes; without -f it asks.
     asked = md("volume", "prune", input="n\n")
     assert asked.stdout.endswith("Are you sure you want to continue? [y/N] ")
@@ -342,6 +344,8 @@ def test_network_ls_as_docker():
     assert md("network", "ls", "-q", "--no-trunc", "-f", "type=custom").stdout.split() == [net_id]
     assert md("network", "ls", "-q", "-f", "driver=bridge", "-f", "name=la").stdout.split() == [net_id[:12]]
     assert md("network", "ls", "-q", "-f", "driver=null").stdout.split() == ["none"]
+    assert md("network", "ls", "-f", "type=custom", "--format", "{{.Name}}/{{.Driver}}/{{.Scope}}").stdout == \
+        "lan/bridge/local\n"
     for name in ("host", "none", "bridge"):
         refused = md("network", "rm", name, check=False)
         assert (refused.returncode, refused.stderr) == (

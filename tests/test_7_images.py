@@ -192,6 +192,8 @@ def test_dangling_images_are_listed_and_filtered(tmp_path):
     assert second in md("images", "-q", "-f", "dangling=false").stdout.split()
     assert md("images", "-q", "-f", "reference=mdt-dang*").stdout.split() == [second]
     assert md("images", "-q", "-f", "reference=mdt-dangle:latest").stdout.split() == [second]
+    assert md("images", "-f", "reference=mdt-dangle", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout == \
+        f"mdt-dangle:latest {second}\n"
     bad = md("images", "-f", "size=big", check=False)
     assert (bad.returncode, bad.stderr) == (1, "minidocker: invalid filter 'size=big'\n")
     md("rmi", first, "mdt-dangle")
