@@ -210,22 +210,45 @@ _PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "Cr
                "Networks": "NETWORKS", "Mounts": "MOUNTS", "Labels": "LABELS"}
 
 
+def _inspect_one(ref: str, kind: str | None) -> dict | None:
+    """The record `inspect` shows for a reference: a container's, else an
+    image's, a network's or a volume's (Docker's order), or of --type's kind."""
+    from cli import image, network, volume
+
+    finders = {"container": lambda: _container_record(ref), "image": lambda: image.record(ref),
+               "network": lambda: network.record(ref), "volume": lambda: volume.record(ref)}
+    for name, find in finders.items():
+        if kind in (None, name):
+            found = find()
+            if found is not None:
+                return found
+    return None
+
+
+def _container_record(ref: str) -> dict | None:
+    try:
+        rec = container.find(ref)
+    except state.NoSuchContainer:
+        return None
+    rec.pop("Minidocker")
+    return rec
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
     found, failed = [], 0
     for ref in args.containers:
         try:
-            rec = container.find(ref)
-        except state.NoSuchContainer:
-            print(f"Error: No such object: {ref}", file=sys.stderr)
-            failed = 1
-            continue
+            rec = _inspect_one(ref, args.type)
         except MinidockerError as e:
             print(f"minidocker: {e}", file=sys.stderr)
             failed = 1
             continue
-        rec.pop("Minidocker")
+        if rec is None:
+            print(f"Error: No such {args.type or 'object'}: {ref}", file=sys.stderr)
+            failed = 1
+            continue
         found.append(rec)
     if args.format:
         for rec in found:
@@ -403,7 +426,8 @@ def _containers(p: argparse.ArgumentParser) -> None:
 def _inspect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-f", "--format", help="a Go template: '{{.State.Pid}}', '{{json .Config}}', "
                    "'{{range .Mounts}}{{.Source}} {{end}}'")
-    p.add_argument("containers", nargs="+")
+    p.add_argument("--type", choices=["container", "image", "network", "volume"], help="look only for this kind")
+    p.add_argument("containers", nargs="+", metavar="NAME|ID")
 
 
 def _prune_flags(p: argparse.ArgumentParser) -> None:

@@ -46,6 +46,20 @@ def cmd_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def record(ref: str) -> dict | None:
+    """`inspect` of an image, in Docker's shape; None if there is none by that name or ID."""
+    from lib import images
+
+    image_id = images.resolve(ref)
+    if image_id is None:
+        return None
+    conf = images.config(image_id)
+    tags = [f"{i['repository']}:{i['tag']}" for i in images.listing() if i["id"] == image_id and i["tag"] != "<none>"]
+    return {"Id": "sha256:" + image_id, "RepoTags": tags, "Created": conf.get("created") or "",
+            "Architecture": conf.get("architecture", ""), "Os": conf.get("os", ""), "Config": conf.get("config", {}),
+            "Size": conf["minidocker"]["size"], "RootFS": {"Type": "layers", "Layers": conf["rootfs"]["diff_ids"]}}
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from lib import registry
 

@@ -27,14 +27,7 @@ def _network(args: argparse.Namespace) -> int:
     elif args.action == "rm":
         return each(args.names, network.remove)
     elif args.action == "inspect":
-        found = []
-        for name in args.names:
-            net = dict(network.find(name))
-            net["Containers"] = {cid: {"Name": container.load(cid)["Name"].lstrip("/"), "IPv4Address": ip}
-                                 for cid, ip in network.members(net).items()
-                                 if os.path.isdir(state.container_dir(cid))}
-            found.append(net)
-        print(json.dumps(found, indent=4))
+        print(json.dumps([_record(network, name) for name in args.names], indent=4))
     elif args.action == "prune":
         removed = network.prune()
         if removed:
@@ -42,6 +35,23 @@ def _network(args: argparse.Namespace) -> int:
     else:
         _ls(args, network)
     return 0
+
+
+def _record(network, name: str) -> dict:
+    net = dict(network.find(name))
+    net["Containers"] = {cid: {"Name": container.load(cid)["Name"].lstrip("/"), "IPv4Address": ip}
+                         for cid, ip in network.members(net).items() if os.path.isdir(state.container_dir(cid))}
+    return net
+
+
+def record(name: str) -> dict | None:
+    """`inspect` of a network; None if there is none by that name or ID."""
+    from lib import network
+
+    try:
+        return _record(network, name)
+    except MinidockerError:
+        return None
 
 
 def _ls(args: argparse.Namespace, network) -> None:

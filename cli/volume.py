@@ -40,8 +40,7 @@ def cmd_volume(args: argparse.Namespace) -> int:
         missing = [n for n in args.names if n not in volumes.names()]
         if missing:
             raise MinidockerError(f"get {missing[0]}: no such volume", 1)
-        print(json.dumps([{"Name": n, "Driver": "local", "Mountpoint": volumes.volume_dir(n)}
-                          for n in args.names], indent=4))
+        print(json.dumps([record(n) for n in args.names], indent=4))
     elif args.quiet:
         for name in listed():
             print(name)
@@ -61,6 +60,15 @@ def _volume_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", help="ls: a Go template per volume, 'table ...' for columns")
     p.add_argument("names", nargs="*")
 
+
+
+def record(name: str) -> dict | None:
+    """`inspect` of a volume; None if there is none by that name."""
+    from lib import volumes
+
+    if name not in volumes.names():
+        return None
+    return {"Name": name, "Driver": "local", "Mountpoint": volumes.volume_dir(name), "Scope": "local"}
 
 
 def cmd_prune(args: argparse.Namespace) -> int:

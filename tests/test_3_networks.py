@@ -288,6 +288,19 @@ def test_volumes(row, tmp_path):
     row.result = "rw writes reach the host; ro refused; named volume kept"
 
 
+def test_inspect_any_kind_of_object():
+    """`inspect` finds a container, else an image, a network or a volume, as
+    Docker's does; --type looks for one kind only."""
+    md("volume", "create", "mdt-insp")
+    md("run", "--rm", "busybox", "true")  # the built-in image exists from here on
+    assert md("inspect", "-f", "{{.RepoTags}} {{.RootFS.Type}}", "busybox").stdout == "[busybox:latest] layers\n"
+    assert md("inspect", "-f", "{{.Name}} {{.Subnet}}", "bridge").stdout == "bridge 172.18.0.0/24\n"
+    assert md("inspect", "-f", "{{.Name}} {{.Driver}}", "mdt-insp").stdout == "mdt-insp local\n"
+    wrong = md("inspect", "--type", "image", "mdt-insp", check=False)
+    assert (wrong.returncode, wrong.stdout, wrong.stderr) == (1, "[]\n", "Error: No such image: mdt-insp\n")
+    md("volume", "rm", "mdt-insp")
+
+
 def test_volume_ls_filters_and_prune():
     md("volume", "create", "mdt-used")
     md("volume", "create", "mdt-unused")
