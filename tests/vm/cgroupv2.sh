@@ -41,7 +41,7 @@ elif [ "$(nproc)" -ge 2 ]; then
     set -- "tests/test_2a_resources.py tests/test_4_security.py tests/test_4_seccomp.py tests/test_5_terminal.py
             tests/test_7_images.py tests/test_8_docs.py tests/test_9_oci.py tests/test_9_oci_conformance.py" \
            "tests/test_1_isolation.py tests/test_2b_lifecycle.py tests/test_2c_network.py tests/test_3_networks.py
-            tests/test_9_host_unaffected.py"
+            tests/test_9_containerd.py tests/test_9_host_unaffected.py"
 else
     set -- ""
 fi
