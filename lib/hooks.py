@@ -14,10 +14,10 @@ spec fixes when each kind runs, and where:
 
 A failing hook before the command runs fails the operation; a failing
 poststart or poststop hook is only a warning, as the container already ran.
-A startContainer hook's path is a file of the container's root: it is run
-by the init itself (run_in_init), inside every namespace and the cgroup,
-never by the runtime from outside, where an image's file would run
-unconfined.
+A startContainer hook's path is a file of the container's root, the
+image's: it is run by the init itself (run_in_init), inside every
+namespace and the cgroup, and only after the init has taken on the
+command's user, capabilities and seccomp filter, as runc does.
 """
 
 from __future__ import annotations
@@ -73,9 +73,10 @@ def run(all_hooks: dict, kind: str, st: dict, status: str, inside: int = 0, fata
 
 
 def run_in_init(hooks: list[dict], state: dict) -> None:
-    """startContainer: the init, after `start` and before its execve, runs
-    each hook as its child, in the container.  After pivot_root nothing can
-    be imported: fork, execve and a pipe for the state, from `os` alone."""
+    """startContainer: the init, after `start`, runs each hook as its child,
+    just before its own execve and as confined as the command will be (the
+    caller has dropped to its user, capabilities and seccomp filter).  After
+    pivot_root nothing can be imported: fork, execve and a pipe, from os."""
     for hook in hooks:
         path = hook["path"]
         if host.explaining():  # quote() needs shlex, which the init imports only then
@@ -90,12 +91,21 @@ def run_in_init(hooks: list[dict], state: dict) -> None:
             finally:
                 os._exit(127)
         os.close(stdin_r)
-        with contextlib.suppress(BrokenPipeError):  # a hook need not read it
-            os.write(stdin_w, json.dumps({**state, "pid": os.getpid()}).encode())
-        os.close(stdin_w)
+        # The state goes in as the hook reads it: a hook that never reads must
+        # not hold us past its timeout once the pipe is full.
+        os.set_blocking(stdin_w, False)
+        pending = json.dumps({**state, "pid": os.getpid()}).encode()
         deadline = time.monotonic() + (hook.get("timeout") or 1e9)
         while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            if pending:
+                with contextlib.suppress(BlockingIOError, BrokenPipeError):
+                    pending = pending[os.write(stdin_w, pending):]
+                if not pending:
+                    os.close(stdin_w)
+                    stdin_w = -1
             time.sleep(0.01)
+        if stdin_w >= 0:
+            os.close(stdin_w)
         if done[0] == 0:
             os.kill(pid, 9)
             os.waitpid(pid, 0)

@@ -100,8 +100,12 @@ def _lookup(process: dict) -> None:
         raise host.MinidockerError(f'exec: "{file}": {where}', host.EXIT_NOT_FOUND)
 
 
-def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int = 0) -> None:
-    """Become the process: its directory, confinement, then execve(2)."""
+def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int = 0,
+                 start_hooks: tuple[list, dict] | None = None) -> None:
+    """Become the process: its directory, confinement, then execve(2).
+    `start_hooks` (startContainer's, and the state they are told) run last,
+    as runc runs them: confined as the command will be, its user, its
+    capabilities and its seccomp filter, with no fd of ours left open."""
     import signal
 
     # An ignored signal stays ignored across execve, and a blocked one stays
@@ -133,6 +137,8 @@ def exec_process(process: dict, seccomp_filter: object = None, preserve_fds: int
     host.close_on_exec_from(3 + preserve_fds)  # 0-2 and, for an engine, the fds it asked to pass
     if late is not None:
         security.load_seccomp(late)
+    if start_hooks:
+        hooks.run_in_init(*start_hooks)
     host.explain("exec", ["execve", *args])
     try:
         _execvpe(args[0], args, env)
@@ -275,10 +281,11 @@ def main(spec: dict, go_fd: int, report_fd: int) -> None:
         _wait_for_start(fifo_fd, report_fd)
     elif os.read(go_fd, 1) != b"g":
         os._exit(host.EXIT_ENGINE)  # the monitor gave up on this start
+    start_hooks = (spec["hooks"]["startContainer"], json.loads(annotations["org.minidocker.state"])) \
+        if (spec.get("hooks") or {}).get("startContainer") else None
     try:
-        if (spec.get("hooks") or {}).get("startContainer"):
-            hooks.run_in_init(spec["hooks"]["startContainer"], json.loads(annotations["org.minidocker.state"]))
-        exec_process(spec["process"], seccomp_filter, int(annotations.get("org.minidocker.preserve-fds", 0)))
+        exec_process(spec["process"], seccomp_filter, int(annotations.get("org.minidocker.preserve-fds", 0)),
+                     start_hooks)
     except host.MinidockerError as e:
         with contextlib.suppress(OSError):
             os.write(report_fd, f"{e.code} {e}".encode())

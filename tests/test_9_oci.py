@@ -420,6 +420,26 @@ def test_a_failing_hook_fails_create_and_leaves_nothing(bundle, tmp_path):
     assert cgroup_paths(f"mdt-runc-{os.getpid()}/c1") == []
 
 
+def test_a_start_hook_is_confined_as_the_command(bundle, tmp_path):
+    """The hook's file is the image's: it runs with the command's user,
+    capabilities and no_new_privs, never as the init's root with every
+    capability (which could remount /proc/sys and write core_pattern)."""
+    def change(spec):
+        spec["process"].update(user={"uid": 1000, "gid": 1000}, noNewPrivileges=True,
+                               args=["sh", "-c", "cat /tmp/hook > /tmp/seen; exec sleep 60"])
+        spec["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": [
+            "sh", "-c", "{ id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; } > /tmp/hook"]}]}
+    edit(bundle, change)
+    root = str(tmp_path / "state")
+    runc(root, "create", "--bundle", str(bundle), "h4")
+    pid = json.loads(runc(root, "state", "h4").stdout)["pid"]
+    runc(root, "start", "h4")
+    seen = wait_for(lambda: read(f"/proc/{pid}/root/tmp/seen")).split()
+    runc(root, "delete", "--force", "h4")
+    # CAPS (chown, kill, net_bind_service) are bits 0, 5 and 10; a uid other than 0 has no effective ones.
+    assert seen == ["1000", "CapEff:", "0000000000000000", "CapBnd:", "0000000000000421", "NoNewPrivs:", "1"], seen
+
+
 def test_a_failing_start_hook_stops_the_command(bundle, tmp_path):
     (tmp_path / "out").mkdir()
 
