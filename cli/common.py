@@ -120,4 +120,7 @@ def formatted_table(template: str, records: list[dict], headers: dict[str, str])
             print(formatted(template, record))
         return
     template = template.removeprefix("table").strip() or "\t".join(f"{{{{.{k}}}}}" for k in headers)
-    table(formatted(template, headers).split("\t"), [formatted(template, r).split("\t") for r in records])
+    rows = [formatted(template, r).split("\t") for r in records]
+    head = formatted(template, {**dict.fromkeys(records[0] if records else {}, ""), **headers}).split("\t")
+    width = max(len(line) for line in [head, *rows])  # a row's own tabs (or an {{if}}) may make more or fewer cells
+    table([*head, *[""] * (width - len(head))], [[*r, *[""] * (width - len(r))] for r in rows])

@@ -4,6 +4,7 @@ calls when a container has exited."""
 
 import argparse
 import os
+import re
 import sys
 
 from cli.common import ago, each, filter_pairs, formatted, formatted_table, human_duration, size, table
@@ -118,14 +119,24 @@ _PS_FILTERS = ("id", "name", "status", "exited", "ancestor", "network", "volume"
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
 
 
+def _status(rec: dict) -> str:
+    """Docker's state name; records from before 2026-11-30 say "stopped" for "exited"."""
+    return rec["State"]["Status"].replace("stopped", "exited")
+
+
 def _ps_filters(given: list[str]) -> dict[str, list[str]]:
     """-f key=value, as Docker reads them: one key's values are alternatives, keys must all hold."""
     filters: dict[str, list[str]] = {}
     for key, value in filter_pairs(given):
         if key not in _PS_FILTERS:
             raise MinidockerError(f"invalid filter '{key}'", 1)
-        if (key == "status" and value not in _STATUSES) or (key == "exited" and not value.lstrip("-").isdigit()):
+        if (key == "status" and value not in _STATUSES) or (key == "exited" and not re.fullmatch(r"-?\d+", value)):
             raise MinidockerError(f"invalid filter '{key}={value}'", 1)
+        if key == "name":
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise MinidockerError(f"error parsing regexp: {e}: `{value}`", 1) from None
         if key in ("before", "since"):  # another container, by name or ID: when it was created
             value = container.load(state.resolve(value))["Created"]
         filters.setdefault(key, []).append(value)
@@ -133,15 +144,13 @@ def _ps_filters(given: list[str]) -> dict[str, list[str]]:
 
 
 def _ps_match(rec: dict, key: str, value: str) -> bool:
-    import re
-
     st = rec["State"]
     if key == "id":
         return rec["Id"].startswith(value)
     if key == "name":
         return re.search(value, rec["Name"].lstrip("/")) is not None
-    if key == "status":  # "stopped" is what records from before 2026-11-30 say for "exited"
-        return st["Status"].replace("stopped", "exited") == value
+    if key == "status":
+        return _status(rec) == value
     if key == "exited":
         return not st["Running"] and st["FinishedAt"] != state.ZERO_TIME and st["ExitCode"] == int(value)
     if key == "ancestor":
@@ -195,7 +204,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
                      ago(r["Created"]), status, ports, r["Name"].lstrip("/")])
         fields.append({**dict(zip(("ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"), rows[-1],
                                   strict=True)),
-                       "CreatedAt": r["Created"], "State": st["Status"].replace("stopped", "exited"),
+                       "CreatedAt": r["Created"], "State": _status(r),
                        "Networks": ",".join(r["NetworkSettings"]["Networks"]) or r["HostConfig"]["NetworkMode"],
                        "Mounts": ",".join(m.get("Name") or m["Source"] for m in r["Mounts"]), "Labels": ""})
     if args.format:

@@ -38,6 +38,8 @@ def _network(args: argparse.Namespace) -> int:
 
 
 def _record(network, name: str) -> dict:
+    if name in ("host", "none"):  # --network modes: no bridge, no addresses of ours
+        return {"Name": name, "Id": name, "Driver": "null" if name == "none" else "host", "Containers": {}}
     net = dict(network.find(name))
     net["Containers"] = {cid: {"Name": container.load(cid)["Name"].lstrip("/"), "IPv4Address": ip}
                          for cid, ip in network.members(net).items() if os.path.isdir(state.container_dir(cid))}

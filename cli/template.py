@@ -17,7 +17,7 @@ import json
 import re
 
 _ACTION = re.compile(r"\{\{(-\s)?(.*?)(\s-)?\}\}", re.S)
-_TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*")|(`[^`]*`)|(\|)|(\()|(\))|(-?\d+)\b|(\$?[\w.]*\.?[\w.]*|\.))')
+_TOKEN = re.compile(r'\s*(?:("(?:[^"\\]|\\.)*")|(`[^`]*`)|(\|)|(\()|(\))|(-?\d+(?:\.\d+)?)\b|(\$?[\w.]*\.?[\w.]*|\.))')
 
 
 class TemplateError(Exception):
@@ -40,23 +40,29 @@ def _go(value: object) -> str:
 
 
 def _truth(value: object) -> bool:
-    """Go's `if`: false, 0, nil and empty strings, lists and maps are false."""
-    return bool(value) if value is not None else False
+    """Go's `if`: false, 0, nil and empty strings, lists and maps are false (as Python's bool)."""
+    return bool(value)
 
 
 def _printf(form: str, *args: object) -> str:
-    """fmt.Sprintf for the verbs scripts use: %s %v %d %q %%, with widths."""
+    """fmt.Sprintf: %v and %s print as Go does, %q quotes, %t is a bool, and
+    the numeric verbs (%d %x %X %o %f %e %g %c) with their flags, width and
+    precision are C's, as Go's are."""
     values = iter(args)
 
     def verb(m: re.Match) -> str:
-        if m[2] == "%":
+        flags, width, precision, kind = m[1], m[2] or "", m[3], m[4]
+        if kind == "%":
             return "%"
         value = next(values, None)
-        text = json.dumps(value if isinstance(value, str) else _go(value)) if m[2] == "q" else \
-            str(int(value)) if m[2] == "d" and isinstance(value, (int, float)) else _go(value)
-        return f"{text:{'<' if m[1].startswith('-') else '>'}{m[1].lstrip('-') or 0}}"
+        spec = f"%{flags}{width}{'.' + precision if precision is not None else ''}"
+        if kind in "vst":
+            return (spec + "s") % _go(value)
+        if kind == "q":
+            return (spec + "s") % json.dumps(value if isinstance(value, str) else _go(value))
+        return (spec + kind) % value
 
-    return re.sub(r"%(-?\d*)([svdq%])", verb, form)
+    return re.sub(r"%([-+ #0]*)(\d+)?(?:\.(\d+))?([vstqdxXofegc%])", verb, form)
 
 
 FUNCTIONS = {
@@ -77,8 +83,8 @@ FUNCTIONS = {
     "gt": lambda a, b: a > b,
     "ge": lambda a, b: a >= b,
     "not": lambda v: not _truth(v),
-    "and": lambda *v: next((x for x in v if not _truth(x)), v[-1]),
-    "or": lambda *v: next((x for x in v if _truth(x)), v[-1]),
+    "and": lambda first, *v: next((x for x in (first, *v) if not _truth(x)), (first, *v)[-1]),
+    "or": lambda first, *v: next((x for x in (first, *v) if _truth(x)), (first, *v)[-1]),
 }
 
 
@@ -88,7 +94,7 @@ def _index(value: object, *keys: object) -> object:
             value = value[key]  # type: ignore[index]
         except (KeyError, IndexError, TypeError):
             if isinstance(value, dict):
-                return None  # Go: a map's missing key is its zero value
+                return ""  # Go: a map's missing key is its zero value, "" for Docker's map[string]string
             raise TemplateError(f"error calling index: cannot index {_go(value)} with {_go(key)}") from None
     return value
 
@@ -202,22 +208,29 @@ def _field(value: object, path: str, whole: str) -> object:
     return value
 
 
-def _operand(op: tuple, dot: object, root: object, final: object) -> object:
+def _operand(op: tuple, dot: object, root: object) -> object:
     kind, value = op
-    if kind == "string":
-        return json.loads(value)
+    if kind == "string":  # Go's escapes are C's, as Python's are
+        import ast
+
+        try:
+            return ast.literal_eval(value)
+        except (SyntaxError, ValueError):
+            raise TemplateError(f"bad string {value}") from None
     if kind == "raw":
         return value[1:-1]
     if kind == "number":
-        return int(value)
+        return float(value) if "." in value else int(value)
     if kind == "pipeline":
         return _run_pipeline(value, dot, root)
     if value in ("true", "false"):
         return value == "true"
     if value in ("nil",):
         return None
-    if value.startswith("$"):
+    if value == "$" or value.startswith("$."):  # $ is the record the template started with
         return _field(root, value[1:], value)
+    if value.startswith("$"):
+        raise TemplateError(f'undefined variable "{value}"')
     if value.startswith("."):
         return _field(dot, value, value)
     raise TemplateError(f'function "{value}" not defined')
@@ -228,21 +241,19 @@ def _run_pipeline(commands: list, dot: object, root: object) -> object:
     for command in commands:
         head = command[0]
         if head[0] == "word" and head[1] in FUNCTIONS:
-            args = [_operand(op, dot, root, result) for op in command[1:]]
+            args = [_operand(op, dot, root) for op in command[1:]]
             if result is not _NOTHING:
                 args.append(result)  # a pipeline passes its value as the last argument
             try:
                 result = FUNCTIONS[head[1]](*args)
-            except TemplateError:
-                raise
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, AttributeError, IndexError, KeyError, OverflowError) as e:
                 raise TemplateError(f"error calling {head[1]}: {e}") from None
         elif head[0] == "word" and not head[1].startswith((".", "$")) and head[1] not in ("true", "false", "nil"):
             raise TemplateError(f'function "{head[1]}" not defined')
         elif len(command) > 1:
-            raise TemplateError(f"can't give argument to non-function {head[1]}")
+            raise TemplateError(f"can't give argument to non-function {_go(head[1])[:40]}")
         else:
-            result = _operand(head, dot, root, result)
+            result = _operand(head, dot, root)
     return result
 
 
@@ -263,10 +274,14 @@ def _execute(nodes: list, dot: object, root: object, out: list[str]) -> None:
         elif kind == "with":
             _execute(body if _truth(value) else other or [], value if _truth(value) else dot, root, out)
         elif kind == "range":
-            items = list(value.values()) if isinstance(value, dict) and not isinstance(value, list) else \
-                sorted(value) if isinstance(value, set) else value or []
             if isinstance(value, dict):
                 items = [value[k] for k in sorted(value)]  # Go ranges over a map in key order
+            elif isinstance(value, list) or value is None:
+                items = value or []
+            elif isinstance(value, int) and not isinstance(value, bool):
+                items = list(range(value))  # Go 1.22: range over an integer
+            else:
+                raise TemplateError(f"range can't iterate over {_go(value)}")
             if not items:
                 _execute(other or [], dot, root, out)
             for item in items:
@@ -276,5 +291,8 @@ def _execute(nodes: list, dot: object, root: object, out: list[str]) -> None:
 def render(template: str, record: object) -> str:
     """The template run against one record; TemplateError says what went wrong."""
     out: list[str] = []
-    _execute(parse(template), record, record, out)
+    try:
+        _execute(parse(template), record, record, out)
+    except RecursionError:
+        raise TemplateError("the template is nested too deeply") from None
     return "".join(out)

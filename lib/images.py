@@ -657,7 +657,12 @@ def listing() -> list[dict]:
     # by ID) is still stored: Docker lists it as <none>:<none>, "dangling".
     dangling = [("<none>", "<none>", i) for i in sorted(set(_stored_ids()) - set(repos.values()))]
     for name, tag, image_id in named + dangling:
-        conf = config(image_id)
+        try:
+            conf = config(image_id)
+        except (MinidockerError, OSError):
+            if tag != "<none>":
+                raise  # a named image's damage is reported (its name says which)
+            continue  # a nameless one damaged, or removed as we read: not listed
         rows.append({"repository": name, "tag": tag, "id": image_id, "created": conf["created"] or state.ZERO_TIME,
                      "size": conf["minidocker"]["size"]})
     return rows

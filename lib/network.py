@@ -211,8 +211,6 @@ def remove(name: str) -> None:
     if name in MODES:  # bridge, host, none: Docker's three, always there
         raise MinidockerError(f"{name} is a pre-defined network and cannot be removed", 1)
     net = find(name)
-    if net is DEFAULT:
-        raise MinidockerError("bridge is a pre-defined network and cannot be removed", 1)
     with state.locked(_dir()):
         _remove(net)
 

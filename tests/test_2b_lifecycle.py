@@ -353,7 +353,10 @@ def test_ps_filters_and_last():
     assert ps("-a", "-f", "since=mdt-f-exit3") == [short["mdt-f-new"], short["mdt-f-up"]]
     assert ps("-a", "-f", "before=mdt-f-up") == [short["mdt-f-exit3"]]
     assert len(ps("-a", "-f", "ancestor=busybox")) == 3 and ps("-a", "-f", "ancestor=alpine") == []
-    for flag, code, message in (("status=asleep", 1, "invalid filter 'status=asleep'"), ("colour=red", 1,
+    for flag, code, message in (("status=asleep", 1, "invalid filter 'status=asleep'"),
+                                ("exited=--5", 1, "invalid filter 'exited=--5'"),
+                                ("name=[", 1, "error parsing regexp: unterminated character set at position 0: `[`"),
+                                ("colour=red", 1,
                                 "invalid filter 'colour'"), ("before=nosuch", 1, "No such container: nosuch"),
                                 ("noequals", 125, 'invalid argument "noequals" for "-f, --filter" flag: '
                                                   "bad format of filter (expected name=value)")):
@@ -384,9 +387,16 @@ def test_go_templates_in_inspect_and_ps():
             .splitlines()]
     assert rows == [["CONTAINER", "ID", "NAMES", "STATE"], [cid[:12], "mdt-tpl", "running"]]
     assert md("ps", "--format", "{{.Names}}: {{.Status}}").stdout.startswith("mdt-tpl: Up ")
+    assert f('{{printf "%.5s %x" .Id 255}} {{range 3}}{{.}}{{end}} {{index .NetworkSettings.Ports "80/tcp"}}|') == \
+        f"{cid[:5]} ff 012 |\n"
+    ragged = md("ps", "--format", r"table {{.Names}}{{if .Ports}}\t{{.Ports}}{{end}}").stdout.splitlines()
+    assert ragged == ["NAMES     PORTS", "mdt-tpl"]  # a row with fewer cells than its heading is no crash
     for template, message in (("{{.Nope}}", 'executing "" at <.Nope>: map has no entry for key "Nope"'),
                               ("{{.State.Pid", "unclosed action"), ("{{nosuch .Id}}", 'function "nosuch" not defined'),
-                              ("{{if .Id}}x", "unexpected EOF: {{if}} has no {{end}}")):
+                              ("{{if .Id}}x", "unexpected EOF: {{if}} has no {{end}}"),
+                              ("{{range .State.Running}}{{end}}", "range can't iterate over true"),
+                              ("{{$Name}}", 'undefined variable "$Name"'),
+                              ("{{" + "(" * 3000 + ".Id" + ")" * 3000 + "}}", "the template is nested too deeply")):
         bad = md("inspect", "-f", template, "mdt-tpl", check=False)
         assert (bad.returncode, bad.stderr) == (1, f"minidocker: template: {message}\n")
 

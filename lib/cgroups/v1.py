@@ -71,7 +71,10 @@ class Cgroup1(Cgroup):
         if limits.get("PidsLimit") and "pids" in self.mounts:
             host.write(self._path("pids", "pids.max"), str(limits["PidsLimit"]) if limits["PidsLimit"] > 0 else "max")
         if (limits.get("CpusetCpus") or limits.get("CpusetMems")) and "cpuset" in self.mounts:
+            running = [] if os.path.isdir(self._path("cpuset")) else self.pids()  # a cpuset made only now
             self._create_cpuset(limits.get("CpusetCpus", ""), limits.get("CpusetMems", ""))
+            for pid in running:  # `update` of a running container: its processes go in too
+                host.write(self._path("cpuset", "cgroup.procs"), str(pid))
 
     def _set_memory(self, memory: int, swap: int) -> None:
         """memory (-1: unlimited), and swap as memory + swap (Docker's
