@@ -180,6 +180,9 @@ def test_update_resources_as_the_shim_sends_them(containerd):
         done = c.runc("update", "--memory", "32m", "--pids-limit", "-1", "mdt-update")
         assert done.returncode == 0, done.stderr
         assert cgroup_limits(pid)["memory"] == str(32 << 20) and cgroup_limits(pid)["pids"] == "max"
+        # A cpuset, never asked for at create: the running process is in it at once (v1 makes it only now).
+        assert c.runc("update", "--cpuset-cpus", "0", "mdt-update").returncode == 0
+        assert "Cpus_allowed_list:\t0\n" in read(f"/proc/{pid}/status")
         bad = c.runc("update", "--resources=-", "mdt-update", input='{"memory": {"limit": "lots"}}')
         assert (bad.returncode, bad.stderr) == (1, "minidocker-runc: --resources: linux.resources.memory.limit: "
                                                    "must be an integer\n")
