@@ -38,6 +38,14 @@ def runc(root: str, *args: str, check: bool = True) -> subprocess.CompletedProce
     return done
 
 
+def create_and_start(root: str, bundle, cid: str) -> int:
+    """runc's two steps; the init's host PID."""
+    runc(root, "create", "--bundle", str(bundle), cid)
+    pid = json.loads(runc(root, "state", cid).stdout)["pid"]
+    runc(root, "start", cid)
+    return pid
+
+
 @contextlib.contextmanager
 def mount_namespace(propagation: str):
     """A mount namespace of its own, kept by a process in it; its path.
@@ -169,9 +177,7 @@ def test_ambient_capabilities_for_a_user(bundle, tmp_path, row):
                                                                "ambient")})
     edit(bundle, change)
     root = str(tmp_path / "state")
-    runc(root, "create", "--bundle", str(bundle), "a1")
-    pid = json.loads(runc(root, "state", "a1").stdout)["pid"]
-    runc(root, "start", "a1")
+    pid = create_and_start(root, bundle, "a1")
     assert wait_for(lambda: read(f"/proc/{pid}/comm").strip() == "sleep")
     status = dict(line.split(":\t", 1) for line in read(f"/proc/{pid}/status").splitlines() if ":\t" in line)
     assert status["Uid"].split()[0] == "1000"
@@ -196,9 +202,7 @@ def test_seccomp_comes_last_under_no_new_privs(bundle, tmp_path):
                                     "syscalls": [{"names": refused, "action": "SCMP_ACT_ERRNO"}]}
     edit(bundle, change)
     root = str(tmp_path / "state")
-    runc(root, "create", "--bundle", str(bundle), "s1")
-    pid = json.loads(runc(root, "state", "s1").stdout)["pid"]
-    runc(root, "start", "s1")
+    pid = create_and_start(root, bundle, "s1")
     assert wait_for(lambda: read(f"/proc/{pid}/comm").strip() == "sleep")
     status = read(f"/proc/{pid}/status")
     assert "Seccomp:\t2" in status and "NoNewPrivs:\t1" in status and "Uid:\t1000" in status
