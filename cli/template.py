@@ -39,11 +39,6 @@ def _go(value: object) -> str:
     return str(value)
 
 
-def _truth(value: object) -> bool:
-    """Go's `if`: false, 0, nil and empty strings, lists and maps are false (as Python's bool)."""
-    return bool(value)
-
-
 def _printf(form: str, *args: object) -> str:
     """fmt.Sprintf: %v and %s print as Go does, %q quotes, %t is a bool, and
     the numeric verbs (%d %x %X %o %f %e %g %c) with their flags, width and
@@ -82,9 +77,9 @@ FUNCTIONS = {
     "le": lambda a, b: a <= b,
     "gt": lambda a, b: a > b,
     "ge": lambda a, b: a >= b,
-    "not": lambda v: not _truth(v),
-    "and": lambda first, *v: next((x for x in (first, *v) if not _truth(x)), (first, *v)[-1]),
-    "or": lambda first, *v: next((x for x in (first, *v) if _truth(x)), (first, *v)[-1]),
+    "not": lambda v: not v,  # Go's truth is Python's: false, 0, nil, "" and empty lists and maps are false
+    "and": lambda first, *v: next((x for x in (first, *v) if not x), (first, *v)[-1]),
+    "or": lambda first, *v: next((x for x in (first, *v) if x), (first, *v)[-1]),
 }
 
 
@@ -270,9 +265,9 @@ def _execute(nodes: list, dot: object, root: object, out: list[str]) -> None:
         if kind == "action":
             out.append(_go(value))
         elif kind == "if":
-            _execute(body if _truth(value) else other or [], dot, root, out)
+            _execute(body if value else other or [], dot, root, out)
         elif kind == "with":
-            _execute(body if _truth(value) else other or [], value if _truth(value) else dot, root, out)
+            _execute(body if value else other or [], value if value else dot, root, out)
         elif kind == "range":
             if isinstance(value, dict):
                 items = [value[k] for k in sorted(value)]  # Go ranges over a map in key order
